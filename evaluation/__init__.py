@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, the narrow candidate sources (baselines), reports, gating."""

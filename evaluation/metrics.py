@@ -1,0 +1,115 @@
+"""Top-K retrieval metrics, vectorised over users.
+
+Recommendations are an int array (users x K_max), best first, padded with -1. The relevant
+set of each user is their holdout follows. Definitions:
+  recall@K    = hits in top K / |relevant|
+  precision@K = hits in top K / K
+  MAP@K       = sum_i P@i * rel_i / min(|relevant|, K)
+  NDCG@K      = sum_i rel_i / log2(i + 1) / IDCG, IDCG over min(|relevant|, K) hits
+  hit_rate@K  = 1 if any hit in top K
+  coverage@K  = distinct recommended accounts / catalog size
+  popularity_percentile@K = mean training-popularity percentile of recommended accounts
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PER_USER = ("recall", "precision", "map", "ndcg", "hit_rate")
+
+
+@dataclass
+class Relevance:
+    """Holdout follows of the evaluated users, as a hit matrix builder."""
+
+    users: np.ndarray  # sorted user ids
+    n_relevant: np.ndarray  # per user
+    keys: np.ndarray  # sorted user * n_accounts + account
+    n_accounts: int
+
+    @classmethod
+    def from_holdout(cls, holdout: pd.DataFrame, users: np.ndarray, n_accounts: int) -> Relevance:
+        """Relevant sets for `users` (sorted) from holdout follow rows."""
+        hu = holdout["follower_id"].to_numpy()
+        hv = holdout["followee_id"].to_numpy()
+        mask = np.isin(hu, users)
+        keys = np.unique(hu[mask] * np.int64(n_accounts) + hv[mask])
+        counts = np.bincount(keys // n_accounts, minlength=n_accounts)[users]
+        return cls(users=users, n_relevant=counts, keys=keys, n_accounts=n_accounts)
+
+    def hits(self, recs: np.ndarray) -> np.ndarray:
+        """Boolean (users x K) matrix: recs[i, j] is a holdout follow of users[i]."""
+        valid = recs >= 0
+        flat = self.users[:, None] * np.int64(self.n_accounts) + np.where(valid, recs, 0)
+        pos = np.searchsorted(self.keys, flat)
+        pos = np.minimum(pos, len(self.keys) - 1)
+        return valid & (self.keys[pos] == flat)
+
+
+def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Each per-user metric at K, one value per user (users with no relevant items -> 0)."""
+    h = hits[:, :k].astype(np.float64)
+    if h.shape[1] < k:  # fewer candidates than K count as misses
+        h = np.pad(h, ((0, 0), (0, k - h.shape[1])))
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    safe = np.maximum(n_rel, 1)
+    n_hits = h.sum(axis=1)
+    ranks = np.arange(1, k + 1)
+    precision_at_i = np.cumsum(h, axis=1) / ranks
+    discounts = 1.0 / np.log2(ranks + 1)
+    ideal = np.cumsum(discounts)[np.minimum(n_rel, k).astype(np.int64) - 1]
+    has_rel = n_rel > 0
+    return {
+        "recall": np.where(has_rel, n_hits / safe, 0.0),
+        "precision": n_hits / k,
+        "map": np.where(has_rel, (precision_at_i * h).sum(axis=1) / np.minimum(safe, k), 0.0),
+        "ndcg": np.where(has_rel, (h * discounts).sum(axis=1) / np.where(has_rel, ideal, 1), 0.0),
+        "hit_rate": (n_hits > 0).astype(np.float64),
+    }
+
+
+def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
+    """Per account, the share of accounts strictly less popular (0 = least, ~1 = most)."""
+    order = np.sort(popularity)
+    return np.searchsorted(order, popularity, side="left") / max(len(popularity) - 1, 1)
+
+
+def catalog_metrics(recs: np.ndarray, k: int, percentile: np.ndarray) -> dict[str, float]:
+    """Coverage and mean popularity percentile of the top K."""
+    top = recs[:, :k]
+    valid = top[top >= 0]
+    return {
+        "coverage": float(len(np.unique(valid)) / len(percentile)),
+        "popularity_percentile": float(percentile[valid].mean()) if len(valid) else 0.0,
+    }
+
+
+def evaluate_recommendations(
+    recs: np.ndarray,
+    relevance: Relevance,
+    ks: tuple[int, ...],
+    percentile: np.ndarray,
+    groups: dict[str, np.ndarray] | None = None,
+) -> dict[str, object]:
+    """All metrics at every K, overall and per group (group -> boolean mask over users)."""
+    hits = relevance.hits(recs)
+    per_k = {k: per_user_metrics(hits, relevance.n_relevant, k) for k in ks}
+
+    def summarise(mask: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {"users": int(mask.sum())}
+        for k in ks:
+            for name in PER_USER:
+                values = per_k[k][name][mask]
+                out[f"{name}@{k}"] = float(values.mean()) if len(values) else 0.0
+            for name, value in catalog_metrics(recs[mask], k, percentile).items():
+                out[f"{name}@{k}"] = value
+        return out
+
+    result: dict[str, object] = summarise(np.ones(len(relevance.users), dtype=bool))
+    result["groups"] = {
+        name: summarise(mask) for name, mask in (groups or {}).items() if mask.any()
+    }
+    return result

@@ -1,0 +1,176 @@
+"""report.json, report.md, the recall@K plot, the printed table, and MLflow logging."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HEADLINE = (
+    "recall@10",
+    "recall@50",
+    "recall@100",
+    "recall@200",
+    "map@100",
+    "ndcg@100",
+    "precision@100",
+    "hit_rate@100",
+    "coverage@100",
+    "popularity_percentile@100",
+)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a file so a reader sees the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def table(report: dict[str, Any], columns: tuple[str, ...] = HEADLINE) -> str:
+    """Markdown table: one row per source."""
+    head = "| source | " + " | ".join(columns) + " | seconds |"
+    rule = "|---" * (len(columns) + 2) + "|"
+    rows = [head, rule]
+    for name, metrics in report["sources"].items():
+        cells = [f"{metrics.get(c, float('nan')):.4f}" for c in columns]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {metrics.get('seconds', 0):.1f} |")
+    return "\n".join(rows)
+
+
+def group_table(report: dict[str, Any], metric: str = "recall@100") -> str:
+    """Markdown table of one metric per group (columns) and source (rows)."""
+    groups: list[str] = []
+    for metrics in report["sources"].values():
+        groups += [g for g in metrics.get("groups", {}) if g not in groups]
+    rows = ["| source | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for name, metrics in report["sources"].items():
+        cells = [
+            f"{metrics['groups'][g][metric]:.4f}" if g in metrics.get("groups", {}) else "-"
+            for g in groups
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    first = next(iter(report["sources"].values()), {})
+    counts = [str(first.get("groups", {}).get(g, {}).get("users", "-")) for g in groups]
+    rows.append("| users | " + " | ".join(counts) + " |")
+    return "\n".join(rows)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    ds, split = report["dataset"], report["split"]
+    lines = [
+        f"# followrec offline evaluation: {ds['name']}",
+        "",
+        f"{ds['accounts']:,} accounts, {ds['follows']:,} follows; split `{split['kind']}`: "
+        f"{split['train_follows']:,} training / {split['holdout_follows']:,} holdout follows, "
+        f"{split['evaluated_users']:,} users evaluated "
+        f"({split['cold_start_eval_users']:,} cold-start).",
+        "",
+        "## All users",
+        "",
+        table(report),
+        "",
+        "## Recall@100 by group",
+        "",
+        group_table(report),
+        "",
+        "## MAP@100 by group",
+        "",
+        group_table(report, "map@100"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def recall_plot(report: dict[str, Any], path: Path) -> None:
+    """Recall@K against K, one line per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = report["ks"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, metrics in report["sources"].items():
+        ax.plot(ks, [metrics[f"recall@{k}"] for k in ks], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.set_title(f"Recall@K on {report['dataset']['name']} (holdout follows)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=110)
+    plt.close(fig)
+    os.replace(tmp.name, path)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """report.json, report.md and recall_at_k.png under out_dir."""
+    paths = {
+        "json": out_dir / "report.json",
+        "md": out_dir / "report.md",
+        "plot": out_dir / "recall_at_k.png",
+    }
+    atomic_write(paths["json"], json.dumps(report, indent=2, sort_keys=False, default=str))
+    atomic_write(paths["md"], markdown(report))
+    recall_plot(report, paths["plot"])
+    return paths
+
+
+def tracking_uri(configured: str | None, out_dir: Path) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+
+
+def log_to_mlflow(
+    report: dict[str, Any],
+    paths: dict[str, Path],
+    uri: str,
+    experiment: str,
+    params: dict[str, Any],
+    out_dir: Path,
+) -> str:
+    """One MLflow run: params, every overall metric per source, the report and plot."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        artifacts = (
+            (out_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        )
+        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+    else:
+        experiment_id = found.experiment_id
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"evaluate-{report['dataset']['name']}"
+    ) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        metrics = {}
+        for source, values in report["sources"].items():
+            for key, value in values.items():
+                if isinstance(value, int | float):
+                    metrics[f"{source}.{key.replace('@', '_at_')}"] = float(value)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"followrec.step": "evaluate", "dataset": report["dataset"]["name"]})
+        for path in paths.values():
+            mlflow.log_artifact(str(path))
+        return run.info.run_id

@@ -1,0 +1,1 @@
+"""Raw data contracts, loaders, the synthetic generator, splits and feature transforms."""

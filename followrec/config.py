@@ -1,0 +1,225 @@
+"""Typed run configuration: small defaults, a YAML file to override, `--set a.b=value`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from followrec.errors import InputError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the follow graph comes from."""
+
+    dataset: str = "twitch"  # twitch | edgelist | synthetic | parquet
+    twitch_dir: str = "../shared/data/twitch"
+    twitch_languages: tuple[str, ...] = ("DE", "ENGB", "ES", "FR", "PTBR", "RU")
+    edges: str | None = None  # edge-list file (dataset=edgelist)
+    nodes: str | None = None  # optional node-attribute CSV (dataset=edgelist)
+    undirected: bool = False
+    header: str = "auto"  # auto | yes | no
+    parquet_dir: str | None = None  # raw contract tables (dataset=parquet)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The synthetic social network (ground truth for scale and simulation)."""
+
+    n_accounts: int = 20_000
+    mean_follows: float = 20.0
+    n_topics: int = 64
+    n_languages: int = 8
+    countries_per_language: int = 4
+    homophily: float = 0.8  # share of follows inside the user's language
+    triadic_share: float = 0.3  # share of follows made by closing a triangle
+    popularity_exponent: float = 1.1  # Pareto tail of account popularity
+    engagements_per_follow: float = 1.0
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How follows are split into training and holdout."""
+
+    holdout_fraction: float = 0.2
+    seed: int = 42
+    cold_start_max_follows: int = 3  # users with at most this many training follows
+    min_user_follows: int = 2  # users with fewer follows keep them all in training
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Feature transform settings."""
+
+    recent_follows: int = 20  # length of the recent-follows id bag
+    max_history: int = 200  # cap on the all-follows id bag
+    follower_top_topics: int = 16  # producer: most common topics among followers
+    reference_time: str | None = None  # account age is measured here; default: last event
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The narrow candidate sources."""
+
+    sources: tuple[str, ...] = (
+        "popularity",
+        "popularity_segment",
+        "friends_of_friends",
+        "cofollow_cf",
+        "als",
+        "blend",
+    )
+    cf_neighbours: int = 200  # item-item CF keeps this many neighbours per account
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    als_alpha: float = 2.0
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Offline protocol."""
+
+    ks: tuple[int, ...] = (10, 50, 100, 200)
+    max_users: int | None = None  # evaluate a seeded sample of holdout users; None = all
+    seed: int = 3
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking; the default is a SQLite file inside the run's output folder."""
+
+    tracking_uri: str | None = None
+    experiment: str = "followrec"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), for YAML/JSON/MLflow params."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys, e.g. {'split.seed': 42}."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or fail naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list | tuple):
+            raise InputError("expected a list", field=key, value=value)
+        return tuple(_coerce(v, args[0], key) for v in value)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected {hint.__name__}", field=key, value=value) from None
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise InputError(f"unknown setting; known: {', '.join(sorted(names))}", field=dotted)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise InputError("expected a mapping", field=dotted, value=value)
+            kwargs[key] = _build(hint, value, f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, hint, dotted)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InputError("not a section", field=dotted)
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then a YAML file, then `base` (CLI flags), then `a.b=value` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise InputError("config file not found", path=str(path))
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise InputError("top level must be a mapping", path=str(path))
+        tree = loaded
+    for dotted, value in (base or {}).items():
+        _set_dotted(tree, dotted, value)
+    for item in overrides:
+        if "=" not in item:
+            raise InputError("expected KEY=VALUE", field="--set", value=item)
+        dotted, raw = item.split("=", 1)
+        _set_dotted(tree, dotted.strip(), yaml.safe_load(raw) if raw.strip() else raw)
+    return _build(Config, tree, "")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML beside an artifact."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

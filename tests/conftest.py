@@ -1,0 +1,63 @@
+"""Shared fixtures: paths to the real data and small hand-made graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.bags import csr_to_bag
+from features.contract import Dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TWITCH = (REPO / ".." / "shared" / "data" / "twitch").resolve()
+
+
+@pytest.fixture(scope="session")
+def twitch_dir() -> Path:
+    """The MUSAE Twitch graphs (shared/data beside the checkout, as in CI)."""
+    if not (TWITCH / "DE").is_dir():
+        raise RuntimeError(f"real data missing: expected the Twitch graphs at {TWITCH}")
+    return TWITCH
+
+
+def make_dataset(
+    follows: list[tuple[int, int]],
+    n: int | None = None,
+    languages: list[str] | None = None,
+    times: list[float] | None = None,
+    topics: list[list[int]] | None = None,
+) -> Dataset:
+    """A tiny Dataset from (follower, followee) pairs."""
+    n = n or (max(max(p) for p in follows) + 1)
+    topics = topics or [[i % 3] for i in range(n)]
+    lengths = np.array([len(t) for t in topics])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    accounts = pd.DataFrame(
+        {
+            "account_id": np.arange(n, dtype=np.int64),
+            "external_id": [f"a{i}" for i in range(n)],
+            "created_at": pd.to_datetime(np.arange(n) * 86400, unit="s", utc=True),
+            "language": languages or ["en"] * n,
+            "country": [None] * n,
+            "topics": csr_to_bag(
+                indptr, np.array([t for ts in topics for t in ts], dtype=np.int64)
+            ),
+        }
+    )
+    src, dst = zip(*follows)
+    stamps = (
+        pd.to_datetime(np.asarray(times), unit="s", utc=True)
+        if times is not None
+        else pd.Series(pd.NaT, index=range(len(src)), dtype="datetime64[ns, UTC]")
+    )
+    frame = pd.DataFrame(
+        {
+            "follower_id": np.array(src, dtype=np.int64),
+            "followee_id": np.array(dst, dtype=np.int64),
+            "event_timestamp": stamps,
+        }
+    )
+    return Dataset(name="tiny", accounts=accounts, follows=frame)

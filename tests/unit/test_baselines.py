@@ -1,0 +1,105 @@
+"""The narrow candidate sources on graphs small enough to check by hand."""
+
+import numpy as np
+import pytest
+
+from evaluation.baselines import (
+    GraphContext,
+    als,
+    cofollow_cf,
+    cofollow_similarity,
+    friends_of_friends,
+    popularity,
+    popularity_segment,
+    round_robin,
+)
+from followrec.config import BaselineConfig
+from tests.conftest import make_dataset
+
+CFG = BaselineConfig()
+
+# 0 follows 1 and 2; 1 follows 2 and 3; 2 follows 0, 3 and 4; 5 and 6 follow 3 and 4.
+EDGES = [
+    (0, 1),
+    (0, 2),
+    (1, 2),
+    (1, 3),
+    (2, 0),
+    (2, 3),
+    (2, 4),
+    (5, 3),
+    (5, 4),
+    (6, 3),
+    (6, 4),
+    (6, 2),
+]
+
+
+def context(edges=EDGES, n=7, segment=None):
+    ds = make_dataset(edges, n=n)
+    seg = np.zeros(n, dtype=np.int64) if segment is None else np.asarray(segment)
+    return GraphContext.from_train(ds.follows, n, seg, progress=False)
+
+
+def test_friends_of_friends_counts_paths_and_excludes_self_and_followed():
+    ctx = context()
+    recs = friends_of_friends(ctx, np.array([0]), 4, CFG)
+    # Paths from 0: 0-1-2 (followed), 0-1-3, 0-2-0 (self), 0-2-3, 0-2-4 -> 3 (2 paths), 4 (1).
+    assert recs.tolist() == [[3, 4, -1, -1]]
+
+
+def test_popularity_ranks_by_training_followers_without_self_or_followed():
+    ctx = context()
+    # Follower counts: 3 -> 4, 2 -> 3, 4 -> 3, then 0, 1 (1 each), 5, 6 (0).
+    assert popularity(ctx, np.array([5]), 3, CFG).tolist() == [[2, 0, 1]]
+    recs = popularity(ctx, np.array([3]), 7, CFG)[0]
+    assert 3 not in recs
+    assert recs[:3].tolist() == [2, 4, 0]
+
+
+def test_popularity_segment_prefers_what_the_segment_follows():
+    # Users 5 and 6 are segment 1; they follow 3 and 4 (and 6 follows 2).
+    ctx = context(segment=[0, 0, 0, 0, 0, 1, 1])
+    recs = popularity_segment(ctx, np.array([5, 0]), 2, CFG)
+    assert recs[0].tolist() == [2, 0]  # 5 already follows 3 and 4; 2 is next for segment 1
+    assert recs[1].tolist() == [3, 4]  # segment 0 follows 2 and 3 most; 0 follows 2
+
+
+def test_cofollow_similarity_matches_dense_cosine():
+    ctx = context()
+    sim = cofollow_similarity(ctx, neighbours=100).toarray()
+    f = ctx.follows.toarray()
+    co = f.T @ f
+    norm = np.sqrt(np.maximum(f.sum(axis=0), 1))
+    expected = co / np.outer(norm, norm)
+    np.fill_diagonal(expected, 0)
+    assert sim == pytest.approx(expected, abs=1e-6)
+
+
+def test_cofollow_cf_scores_by_summed_similarity():
+    ctx = context()
+    user = np.array([5])  # follows 3 and 4
+    sim = cofollow_similarity(ctx, 100).toarray()
+    scores = sim[3] + sim[4]
+    scores[[3, 4, 5]] = 0
+    expected = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0][:3]
+    assert cofollow_cf(ctx, user, 3, CFG)[0][: len(expected)].tolist() == expected
+
+
+def test_als_returns_k_distinct_unfollowed_accounts():
+    ctx = context()
+    cfg = BaselineConfig(als_factors=4, als_iterations=3)
+    recs = als(ctx, np.array([0, 5]), 3, cfg)
+    for user, row in zip([0, 5], recs):
+        valid = row[row >= 0]
+        assert len(set(valid.tolist())) == len(valid) == 3
+        assert user not in valid
+        assert not set(valid.tolist()) & set(ctx.follows[user].indices.tolist())
+
+
+def test_round_robin_interleaves_and_drops_repeats():
+    a = np.array([[1, 2, 3]])
+    b = np.array([[2, 4, 5]])
+    c = np.array([[6, 1, -1]])
+    assert round_robin([a, b, c], 5).tolist() == [[1, 2, 6, 4, 3]]
+    assert round_robin([a, b, c], 9).tolist() == [[1, 2, 6, 4, 3, 5, -1, -1, -1]]

@@ -1,0 +1,43 @@
+"""Typed config: defaults, YAML, --set, and errors naming the key."""
+
+import pytest
+
+from followrec.config import Config, load_config
+from followrec.errors import InputError
+
+
+def test_defaults_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("split:\n  seed: 5\neval:\n  ks: [5, 10]\n")
+    cfg = load_config(
+        path,
+        [
+            "split.seed=9",
+            "eval.max_users=100",
+            "data.twitch_languages=[DE, FR]",
+            "mlflow.enabled=false",
+        ],
+    )
+    assert cfg.split.seed == 9
+    assert cfg.eval.ks == (5, 10)
+    assert cfg.eval.max_users == 100
+    assert cfg.data.twitch_languages == ("DE", "FR")
+    assert cfg.mlflow.enabled is False
+    assert cfg.split.holdout_fraction == Config().split.holdout_fraction
+    assert load_config(None, ["eval.ks=10,50"]).eval.ks == (10, 50)
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ("split.seed=abc", "split.seed"),
+        ("split.nope=1", "split.nope"),
+        ("eval.max_users=1.5", "eval.max_users"),
+        ("mlflow.enabled=maybe", "mlflow.enabled"),
+        ("noequals", "--set"),
+    ],
+)
+def test_bad_values_name_the_key(item, field):
+    with pytest.raises(InputError) as err:
+        load_config(None, [item])
+    assert err.value.field == field

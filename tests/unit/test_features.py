@@ -1,0 +1,95 @@
+"""Feature transforms on hand-made frames, and the declarative tower spec."""
+
+import numpy as np
+import pytest
+
+from features.spec import DEFAULT_SPEC, build_schema, load_spec, parse_spec
+from features.transforms import build_features, follow_count_bucket
+from followrec.config import FeatureConfig
+from followrec.errors import InputError
+from tests.conftest import make_dataset
+
+
+def tables():
+    # 0 follows 1 (t=10), 2 (t=30), 3 (t=20); 1 follows 2; 4 (fr) follows 2.
+    ds = make_dataset(
+        [(0, 1), (0, 2), (0, 3), (1, 2), (4, 2)],
+        n=5,
+        languages=["en", "en", "en", "fr", "fr"],
+        times=[10, 30, 20, 40, 50],
+        topics=[[1], [2], [3, 4], [4], [1, 4]],
+    )
+    return build_features(
+        ds.accounts, ds.follows, None, FeatureConfig(recent_follows=2, follower_top_topics=2)
+    )
+
+
+def test_consumer_features():
+    c = tables().consumer.set_index("user_id")
+    assert c.loc[0, "follow_count"] == 3
+    assert c.loc[0, "follows"].tolist() == [2, 3, 1]  # most recent first
+    assert c.loc[0, "recent_follows"].tolist() == [2, 3]
+    assert c.loc[0, "follow_count_bucket"] == 2  # floor(log2(4))
+    assert c.loc[2, "follows"].tolist() == []
+    assert c.loc[4, "topics"].tolist() == [1, 4]
+
+
+def test_producer_features_aggregate_followers():
+    t = tables()
+    p = t.producer.set_index("account_id")
+    vocab = t.vocabularies["language"]
+    assert vocab == ["<unk>", "en", "fr"]
+    assert p.loc[2, "follower_count"] == 3
+    # followers of 2: 0 (en), 1 (en), 4 (fr)
+    assert p.loc[2, "follower_language_dist"].tolist() == pytest.approx([0, 2 / 3, 1 / 3])
+    assert p.loc[2, "follower_same_language_share"] == pytest.approx(2 / 3)
+    # follower topics of 2: {1}, {2}, {1, 4} -> 1 twice, then 2 and 4 once (ties by id)
+    assert p.loc[2, "follower_top_topics"].tolist() == [1, 2]
+    assert p.loc[3, "follower_count"] == 1
+    assert p.loc[0, "follower_count"] == 0
+    assert p.loc[0, "follower_language_dist"].tolist() == [0, 0, 0]
+
+
+def test_follow_count_bucket():
+    assert follow_count_bucket(np.array([0, 1, 2, 3, 7, 10**9])).tolist() == [0, 1, 1, 2, 3, 15]
+
+
+def test_default_spec_schema_and_hash_is_stable():
+    t = tables()
+    schema = build_schema(load_spec(), t)
+    assert [f["name"] for f in schema["consumer"]] == [f["name"] for f in DEFAULT_SPEC["consumer"]]
+    vec = next(f for f in schema["producer"] if f["name"] == "follower_language_dist")
+    assert vec["length"] == 3
+    assert build_schema(load_spec(), t)["hash"] == schema["hash"]
+
+
+def test_a_new_feature_is_declarative(tmp_path):
+    t = tables()
+    t.producer["verified_score"] = np.linspace(0, 1, len(t.producer))
+    tree = {
+        **DEFAULT_SPEC,
+        "producer": [*DEFAULT_SPEC["producer"], {"name": "verified_score", "kind": "dense"}],
+    }
+    schema = build_schema(parse_spec(tree), t)
+    assert schema["producer"][-1] == {"name": "verified_score", "kind": "dense", "transform": None}
+    assert schema["hash"] != build_schema(load_spec(), t)["hash"]
+
+
+def test_spec_naming_a_missing_feature_fails_with_its_name():
+    tree = {
+        **DEFAULT_SPEC,
+        "consumer": [
+            *DEFAULT_SPEC["consumer"],
+            {"name": "favourites", "kind": "id_bag", "ids": "accounts"},
+        ],
+    }
+    with pytest.raises(InputError, match="consumer.favourites"):
+        build_schema(parse_spec(tree), tables())
+
+
+def test_spec_with_a_mismatched_kind_fails_with_its_name():
+    tree = {**DEFAULT_SPEC, "producer": [{"name": "follower_language_dist", "kind": "dense"}]}
+    with pytest.raises(InputError, match="producer.follower_language_dist"):
+        build_schema(parse_spec(tree), tables())
+    with pytest.raises(InputError, match="consumer.language.kind"):
+        parse_spec({**DEFAULT_SPEC, "consumer": [{"name": "language", "kind": "embedding"}]})
