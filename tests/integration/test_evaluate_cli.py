@@ -9,8 +9,7 @@ import pytest
 
 from followrec.cli import main
 
-SOURCES = ["popularity", "popularity_segment", "friends_of_friends", "cofollow_cf", "als",
-           "blend"]
+SOURCES = ["popularity", "popularity_segment", "friends_of_friends", "cofollow_cf", "als", "blend"]
 METRICS = ["recall", "precision", "map", "ndcg", "hit_rate", "coverage", "popularity_percentile"]
 
 
@@ -36,8 +35,20 @@ def check_report(out, n_accounts):
 def test_twitch_language_with_mlflow(tmp_path, capsys):
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["evaluate", "--dataset", "twitch", "--out", str(out), "--quiet",
-                 "--set", "data.twitch_languages=[PTBR]", "--set", f"mlflow.tracking_uri={uri}"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "twitch",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "data.twitch_languages=[PTBR]",
+            "--set",
+            f"mlflow.tracking_uri={uri}",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| friends_of_friends |" in printed and "report.json" in printed
@@ -48,7 +59,8 @@ def test_twitch_language_with_mlflow(tmp_path, capsys):
     assert len(runs) == 1
     run = runs[0]
     assert run.data.metrics["als.recall_at_100"] == pytest.approx(
-        report["sources"]["als"]["recall@100"])
+        report["sources"]["als"]["recall@100"]
+    )
     assert run.data.params["data.dataset"] == "twitch"
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert names == {"report.json", "report.md", "recall_at_k.png"}
@@ -62,14 +74,32 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
     edges = pd.read_csv(twitch_dir / "RU" / "musae_RU_edges.csv")
     edges.to_csv(tmp_path / "edges.tsv", sep="\t", header=False, index=False)
     target = pd.read_csv(twitch_dir / "RU" / "musae_RU_target.csv")
-    nodes = pd.DataFrame({"id": target["new_id"], "views": target["views"],
-                          "partner": target["partner"].map({True: "yes", False: "no"}),
-                          "language": "ru"})
+    nodes = pd.DataFrame(
+        {
+            "id": target["new_id"],
+            "views": target["views"],
+            "partner": target["partner"].map({True: "yes", False: "no"}),
+            "language": "ru",
+        }
+    )
     nodes.to_csv(tmp_path / "nodes.csv", index=False)
     out = tmp_path / "run"
-    code = main(["evaluate", "--dataset", "edgelist", "--edges", str(tmp_path / "edges.tsv"),
-                 "--nodes", str(tmp_path / "nodes.csv"), "--undirected", "--out", str(out),
-                 "--no-mlflow", "--quiet"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "edgelist",
+            "--edges",
+            str(tmp_path / "edges.tsv"),
+            "--nodes",
+            str(tmp_path / "nodes.csv"),
+            "--undirected",
+            "--out",
+            str(out),
+            "--no-mlflow",
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = check_report(out, 4385)
     assert report["dataset"]["load.undirected"] is True
@@ -78,8 +108,19 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
 
 def test_synthetic_graph_uses_a_temporal_split(tmp_path):
     out = tmp_path / "run"
-    code = main(["evaluate", "--dataset", "synthetic", "--out", str(out), "--no-mlflow",
-                 "--quiet", "--set", "synthetic.n_accounts=4000"])
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            "synthetic",
+            "--out",
+            str(out),
+            "--no-mlflow",
+            "--quiet",
+            "--set",
+            "synthetic.n_accounts=4000",
+        ]
+    )
     assert code == 0
     report = check_report(out, 4000)
     assert report["split"]["kind"] == "temporal"
@@ -90,9 +131,22 @@ def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,1\nb,c,noon\n")
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "followrec", "evaluate", "--dataset",
-                           "edgelist", "--edges", str(bad), "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "followrec",
+            "evaluate",
+            "--dataset",
+            "edgelist",
+            "--edges",
+            str(bad),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert f"{bad}:2: field 'timestamp' value 'noon'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -100,8 +154,9 @@ def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path):
 
 
 def test_help_explains_the_commands():
-    proc = subprocess.run([sys.executable, "-m", "followrec", "evaluate", "--help"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "followrec", "evaluate", "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0
     for words in ("--dataset", "edgelist", "--undirected", "--set", "report.json"):
         assert words in proc.stdout
@@ -110,8 +165,9 @@ def test_help_explains_the_commands():
 @pytest.mark.slow
 def test_full_twitch_platform(tmp_path):
     out = tmp_path / "twitch"
-    assert main(["evaluate", "--dataset", "twitch", "--out", str(out), "--no-mlflow",
-                 "--quiet"]) == 0
+    assert (
+        main(["evaluate", "--dataset", "twitch", "--out", str(out), "--no-mlflow", "--quiet"]) == 0
+    )
     report = check_report(out, 34_118)
     assert report["split"]["evaluated_users"] > 30_000
     groups = report["sources"]["blend"]["groups"]
