@@ -1,7 +1,9 @@
-"""The evaluate step: split, run every candidate source, score them with one protocol."""
+"""The evaluate step: split, run every candidate source (the narrow baselines and the
+two-tower variants), score them with one protocol, report, and track in MLflow."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -11,7 +13,9 @@ import numpy as np
 
 from evaluation.baselines import GraphContext, run_sources
 from evaluation.metrics import Relevance, evaluate_recommendations, popularity_percentile
-from evaluation.report import log_to_mlflow, table, tracking_uri, write_report
+from evaluation.plots import training_plot
+from evaluation.report import table, write_report
+from evaluation.tracking import MODEL_NAME, Tracker, flat_metrics, tracking_uri
 from features.contract import Dataset
 from features.ingest import load_dataset
 from features.split import Split, split_dataset
@@ -20,6 +24,17 @@ from followrec.config import Config
 from followrec.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# Two-tower variants a report can include; each is the train config plus these overrides.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "two_tower": {},
+    "two_tower_pointwise": {"objective": "pointwise"},
+    "two_tower_mixed": {"mixed_negatives": 512},
+    "two_tower_niche": {"mixed_negatives": 512, "negative_exponent": -0.5},
+    "two_tower_popular": {"mixed_negatives": 512, "negative_exponent": 0.5},
+    "two_tower_interaction": {"interaction_head": True},
+}
+REGISTERED_VARIANT = "two_tower"
 
 
 def segments(ds: Dataset) -> np.ndarray:
@@ -52,24 +67,39 @@ def sample_users(users: np.ndarray, max_users: int | None, seed: int) -> np.ndar
     return np.sort(rng.choice(users, size=max_users, replace=False))
 
 
+def variant_config(cfg: Config, variant: str) -> Config:
+    """The config one two-tower variant trains with."""
+    if variant not in VARIANTS:
+        raise InputError(
+            f"unknown two-tower variant; known: {', '.join(VARIANTS)}",
+            field="eval.two_tower",
+            value=variant,
+        )
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **VARIANTS[variant]))
+
+
+def eval_users(split: Split, cfg: Config) -> np.ndarray:
+    """The users every source is scored on."""
+    users = sample_users(split.eval_users(), cfg.eval.max_users, cfg.eval.seed)
+    if len(users) == 0:
+        raise InputError("no user has a holdout follow to evaluate", field="split")
+    return users
+
+
 def score_sources(
     ds: Dataset,
     split: Split,
     cfg: Config,
+    users: np.ndarray,
     progress: bool = True,
     extra: dict[str, tuple[np.ndarray, float]] | None = None,
-    users: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Recommend with every baseline (plus `extra` lists) and compute every metric."""
     ks = tuple(sorted(cfg.eval.ks))
     if not ks or ks[0] < 1:
         raise InputError("K values must be positive", field="eval.ks", value=list(ks))
-    if users is None:
-        users = sample_users(split.eval_users(), cfg.eval.max_users, cfg.eval.seed)
-    if len(users) == 0:
-        raise InputError("no user has a holdout follow to evaluate", field="split")
     ctx = GraphContext.from_train(split.train, ds.n_accounts, segments(ds), progress=progress)
-    results = run_sources(ctx, users, ks[-1], cfg.baselines)
+    results = run_sources(ctx, users, ks[-1], cfg.baselines) if cfg.baselines.sources else {}
     results.update(extra or {})
     relevance = Relevance.from_holdout(split.holdout, users, ds.n_accounts)
     percentile = popularity_percentile(ctx.popularity)
@@ -79,34 +109,139 @@ def score_sources(
         metrics = evaluate_recommendations(recs, relevance, ks, percentile, groups)
         metrics["seconds"] = round(seconds, 3)
         sources[name] = metrics
-    return {"ks": list(ks), "sources": sources, "users": users}
+    return {"ks": list(ks), "sources": sources}
+
+
+def train_variant(
+    ds: Dataset,
+    split: Split,
+    cfg: Config,
+    variant: str,
+    users: np.ndarray,
+    out_dir: Path,
+    tracker: Tracker,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train one variant (resuming its checkpoint), save it, and recommend for `users`."""
+    from training.model_io import save_model_dir
+    from training.retrieval import two_tower_recommendations
+    from training.train import train_two_tower
+
+    vcfg = variant_config(cfg, variant)
+    with tracker.child(f"train-{variant}") as run_id:
+        tracker.log_params(
+            {f"train.{k}": v for k, v in dataclasses.asdict(vcfg.train).items()}
+            | {"variant": variant}
+        )
+        trained = train_two_tower(
+            ds,
+            split,
+            vcfg,
+            checkpoint=out_dir / "checkpoints" / f"{variant}.pt",
+            progress=progress,
+            on_epoch=lambda epoch, record: tracker.log_metrics(
+                {k: v for k, v in record.items() if k != "epoch"}, step=epoch
+            ),
+        )
+        model_dir = save_model_dir(trained, out_dir / "models" / variant)
+        plot = training_plot(trained.history, variant, out_dir / f"training_{variant}.png")
+        tracker.log_artifact(plot)
+        tracker.log_metrics(
+            {"train_seconds": trained.seconds, "examples_per_second": trained.examples_per_second}
+        )
+        tracker.set_tags({"schema_hash": trained.schema["hash"], "variant": variant})
+        recs, seconds, tables = two_tower_recommendations(
+            trained, ds, split, users, max(cfg.eval.ks), cfg.features
+        )
+    columns = [f["name"] for f in trained.schema["consumer"]]
+    total = trained.seconds + seconds
+    sources = {variant: (recs["retrieval"], total)}
+    if "rerank" in recs:
+        sources[f"{variant}_rerank"] = (recs["rerank"], total)
+    return {
+        "sources": sources,
+        "run_id": run_id,
+        "model_dir": model_dir,
+        "trained": trained,
+        "example": tables.consumer[columns].head(3).reset_index(drop=True),
+    }
 
 
 def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Load, split, score every source; write report.json/report.md/plot; log to MLflow."""
+    """Load, split, train the two-tower variants, score every source; write report.json,
+    report.md and plots; log everything to MLflow and register the two-tower model."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    for variant in cfg.eval.two_tower:
+        variant_config(cfg, variant)  # fail on a bad name before any work
     ds = load_dataset(cfg, progress=progress)
     split = split_dataset(ds, cfg.split)
-    scored = score_sources(ds, split, cfg, progress=progress)
-    users = scored.pop("users")
-    summary = split.summary()
-    summary["evaluated_users"] = int(len(users))
-    summary["cold_start_eval_users"] = int(split.cold_start[users].sum())
-    report: dict[str, Any] = {
-        "dataset": ds.counts(),
-        "split": summary,
-        "ks": scored["ks"],
-        "sources": scored["sources"],
-        "config": cfg.to_dict(),
-    }
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    paths = write_report(report, out_dir)
-    result: dict[str, Any] = {"report_uri": str(paths["json"].resolve()), "table": table(report)}
-    if cfg.mlflow.enabled:
-        uri = tracking_uri(cfg.mlflow.tracking_uri, out_dir)
-        result["mlflow_run_id"] = log_to_mlflow(
-            report, paths, uri, cfg.mlflow.experiment, cfg.flat(), out_dir
+    users = eval_users(split, cfg)
+    uri = tracking_uri(cfg.mlflow.tracking_uri, out_dir) if cfg.mlflow.enabled else ""
+    result: dict[str, Any] = {}
+    with Tracker(
+        cfg.mlflow.enabled, uri, cfg.mlflow.experiment, out_dir, f"evaluate-{ds.name}"
+    ) as tracker:
+        tracker.log_params(cfg.flat())
+        trained = {
+            v: train_variant(ds, split, cfg, v, users, out_dir, tracker, progress)
+            for v in cfg.eval.two_tower
+        }
+        scored = score_sources(
+            ds,
+            split,
+            cfg,
+            users,
+            progress=progress,
+            extra={name: value for t in trained.values() for name, value in t["sources"].items()},
         )
+        summary = split.summary()
+        summary["evaluated_users"] = int(len(users))
+        summary["cold_start_eval_users"] = int(split.cold_start[users].sum())
+        report: dict[str, Any] = {
+            "dataset": ds.counts(),
+            "split": summary,
+            "ks": scored["ks"],
+            "sources": scored["sources"],
+            "training": {
+                v: {
+                    "history": t["trained"].history,
+                    "seconds": round(t["trained"].seconds, 1),
+                    "examples_per_second": round(t["trained"].examples_per_second),
+                    "schema_hash": t["trained"].schema["hash"],
+                }
+                for v, t in trained.items()
+            },
+            "config": cfg.to_dict(),
+        }
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        paths = write_report(report, out_dir)
+        for source, values in report["sources"].items():
+            tracker.log_metrics(flat_metrics(f"{source}.", values))
+        tracker.set_tags({"followrec.step": "evaluate", "dataset": ds.name})
+        for path in paths.values():
+            tracker.log_artifact(path)
+        for variant, info in trained.items():
+            with tracker.child(variant, run_id=info["run_id"]):
+                metrics = report["sources"][variant]
+                tracker.log_metrics(flat_metrics("test_", metrics))
+                version = tracker.log_model(
+                    info["model_dir"],
+                    info["example"],
+                    register=variant == REGISTERED_VARIANT,
+                    tags={
+                        "schema_hash": info["trained"].schema["hash"],
+                        "dataset": ds.name,
+                        "recall_at_100": metrics.get("recall@100"),
+                        "map_at_100": metrics.get("map@100"),
+                        "mlflow_parent_run": tracker.run_id,
+                    },
+                )
+                if version is not None:
+                    result["model_version"] = version
+                    result["model_name"] = MODEL_NAME
+    result.update({"report_uri": str(paths["json"].resolve()), "table": table(report)})
+    if cfg.mlflow.enabled:
+        result["mlflow_run_id"] = tracker.run_id
         result["tracking_uri"] = uri
     return result

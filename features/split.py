@@ -42,7 +42,7 @@ class Split:
         }
 
 
-def _per_user_holdout(follows: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+def per_user_holdout(follows: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     """Boolean mask: a seeded `holdout_fraction` of each user's follows (at least one)."""
     user = follows["follower_id"].to_numpy()
     rng = np.random.default_rng(cfg.seed)
@@ -83,7 +83,7 @@ def split_dataset(ds: Dataset, cfg: SplitConfig) -> Split:
         holdout = follows[hold & known[follows["follower_id"].to_numpy()]]
     else:
         kind = "random_per_user"
-        hold = _per_user_holdout(follows, cfg)
+        hold = per_user_holdout(follows, cfg)
         holdout = follows[hold]
         train_eng = None
         if engagements is not None:

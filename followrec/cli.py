@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nreport: {result['report_uri']}")
             if "mlflow_run_id" in result:
                 print(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
+            if "model_version" in result:
+                print(f"model: {result['model_name']} version {result['model_version']}")
         elif args.command in ("ingest", "generate"):
             from features import ingest
 

@@ -86,10 +86,42 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Two-tower model and training loop."""
+
+    objective: str = "in_batch"  # in_batch (sampled softmax + logQ) | pointwise (logistic)
+    embedding_dim: int = 64
+    hidden: tuple[int, ...] = (256,)
+    output_dim: int = 64
+    epochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 0.01
+    weight_decay: float = 0.0
+    temperature: float = 0.1  # initial value; learned
+    logq_correction: bool = True
+    mixed_negatives: int = 0  # extra sampled negatives per batch (Yang et al. 2020)
+    pointwise_negatives: int = 4  # random negatives per positive (pointwise objective)
+    negative_exponent: float = (
+        0.0  # sampled negatives ~ popularity^x: 0 uniform, >0 popular, <0 niche
+    )
+    history_dropout: float = 0.2  # drop a user's whole follow history (cold-start robustness)
+    item_dropout: float = 0.1  # drop single followed accounts from the history bag
+    max_history: int = 50  # followed accounts fed to the consumer tower
+    validation_fraction: float = 0.1  # of training follows, for early stopping
+    validation_users: int = 3000
+    patience: int = 2
+    interaction_head: bool = False  # extra MLP scorer over both embeddings (ranking studies)
+    threads: int = 2
+    seed: int = 13
+    max_steps: int | None = None  # stop after this many steps (tests, smoke runs)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Offline protocol."""
 
     ks: tuple[int, ...] = (10, 50, 100, 200)
+    two_tower: tuple[str, ...] = ("two_tower", "two_tower_pointwise")  # variants to train
     max_users: int | None = None  # evaluate a seeded sample of holdout users; None = all
     seed: int = 3
 
@@ -112,6 +144,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 

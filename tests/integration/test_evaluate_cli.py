@@ -3,8 +3,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from followrec.cli import main
@@ -13,10 +16,10 @@ SOURCES = ["popularity", "popularity_segment", "friends_of_friends", "cofollow_c
 METRICS = ["recall", "precision", "map", "ndcg", "hit_rate", "coverage", "popularity_percentile"]
 
 
-def check_report(out, n_accounts):
+def check_report(out, n_accounts, sources=SOURCES):
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["accounts"] == n_accounts
-    assert list(report["sources"]) == SOURCES
+    assert list(report["sources"]) == sources
     random_recall = 100 / n_accounts
     for name, metrics in report["sources"].items():
         for metric in METRICS:
@@ -32,39 +35,78 @@ def check_report(out, n_accounts):
     return report
 
 
-def test_twitch_language_with_mlflow(tmp_path, capsys):
+def test_twitch_language_with_two_tower_and_mlflow(tmp_path, capsys):
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = main(
-        [
-            "evaluate",
-            "--dataset",
-            "twitch",
-            "--out",
-            str(out),
-            "--quiet",
-            "--set",
-            "data.twitch_languages=[PTBR]",
-            "--set",
-            f"mlflow.tracking_uri={uri}",
-        ]
-    )
+        ["evaluate", "--dataset", "twitch", "--out", str(out), "--quiet",
+         "--set", "data.twitch_languages=[PTBR]", "--set", f"mlflow.tracking_uri={uri}",
+         "--set", "train.epochs=3"]
+    )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| friends_of_friends |" in printed and "report.json" in printed
-    report = check_report(out, 1912)
+    assert "| two_tower |" in printed and "report.json" in printed
+    report = check_report(out, 1912, SOURCES + ["two_tower", "two_tower_pointwise"])
     assert set(report["sources"]["als"]["groups"]) >= {"language=pt", "cold_start=false"}
+    assert len(report["training"]["two_tower"]["history"]) >= 1
+
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("followrec").experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
-    assert run.data.metrics["als.recall_at_100"] == pytest.approx(
+    experiment = client.get_experiment_by_name("followrec").experiment_id
+    runs = {r.info.run_name: r for r in client.search_runs([experiment])}
+    assert set(runs) == {"evaluate-twitch-PTBR", "train-two_tower", "train-two_tower_pointwise"}
+    parent = runs["evaluate-twitch-PTBR"]
+    assert parent.data.metrics["als.recall_at_100"] == pytest.approx(
         report["sources"]["als"]["recall@100"]
     )
-    assert run.data.params["data.dataset"] == "twitch"
-    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert parent.data.params["data.dataset"] == "twitch"
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert names == {"report.json", "report.md", "recall_at_k.png"}
+    child = runs["train-two_tower"]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.params["train.objective"] == "in_batch"
+    assert child.data.metrics["test_recall_at_100"] == pytest.approx(
+        report["sources"]["two_tower"]["recall@100"]
+    )
+    epochs = client.get_metric_history(child.info.run_id, "val_recall_at_100")
+    assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
+    assert "training_two_tower.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+    # Registered as followrec-two-tower, with its tags; loads and serves without pickles.
+    version = client.get_model_version("followrec-two-tower", "1")
+    assert version.tags["schema_hash"] == report["training"]["two_tower"]["schema_hash"]
+    assert float(version.tags["recall_at_100"]) == pytest.approx(
+        report["sources"]["two_tower"]["recall@100"]
+    )
+    assert len(client.search_model_versions("name='followrec-two-tower'")) == 1
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/followrec-two-tower/1")
+    assert [c.name for c in model.metadata.get_input_schema().inputs][:2] == ["language", "country"]
+    local = mlflow.artifacts.download_artifacts(
+        "models:/followrec-two-tower/1", dst_path=str(tmp_path / "download")
+    )
+    files = [p.name for p in Path(local).rglob("*")]
+    assert "state_dict.pt" in files and not any(f.endswith((".pkl", ".pickle")) for f in files)
+    example = pd.read_json(Path(local) / "input_example.json", orient="split")
+    served = np.stack(model.predict(example)["embedding"].to_numpy())
+    direct = torch_embeddings(out / "models" / "two_tower", example)
+    assert served.shape == (len(example), 64)
+    assert np.allclose(served, direct, atol=1e-5)
     assert (out / "config.yaml").exists()
+
+
+def torch_embeddings(model_dir, frame):
+    from training.data import tower_tensors
+    from training.model_io import load_model_dir
+    from training.train import encode
+
+    trained = load_model_dir(model_dir)
+    tensors = tower_tensors(
+        frame,
+        trained.schema["consumer"],
+        trained.dense_stats["consumer"],
+        trained.train_config["max_history"],
+    )
+    return encode(trained.model.consumer, tensors).numpy()
 
 
 def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
@@ -98,10 +140,15 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
             str(out),
             "--no-mlflow",
             "--quiet",
+            "--set",
+            "eval.two_tower=[two_tower]",
+            "--set",
+            "train.epochs=2",
         ]
     )
     assert code == 0
-    report = check_report(out, 4385)
+    report = check_report(out, 4385, SOURCES + ["two_tower"])
+    assert (out / "models" / "two_tower" / "state_dict.pt").exists()
     assert report["dataset"]["load.undirected"] is True
     assert report["split"]["kind"] == "random_per_user"
 
@@ -119,6 +166,8 @@ def test_synthetic_graph_uses_a_temporal_split(tmp_path):
             "--quiet",
             "--set",
             "synthetic.n_accounts=4000",
+            "--set",
+            "eval.two_tower=[]",
         ]
     )
     assert code == 0
@@ -166,7 +215,20 @@ def test_help_explains_the_commands():
 def test_full_twitch_platform(tmp_path):
     out = tmp_path / "twitch"
     assert (
-        main(["evaluate", "--dataset", "twitch", "--out", str(out), "--no-mlflow", "--quiet"]) == 0
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "twitch",
+                "--out",
+                str(out),
+                "--no-mlflow",
+                "--quiet",
+                "--set",
+                "eval.two_tower=[]",
+            ]
+        )
+        == 0
     )
     report = check_report(out, 34_118)
     assert report["split"]["evaluated_users"] > 30_000

@@ -1,0 +1,154 @@
+"""MLflow tracking for a run: one parent run per evaluation, a nested run per trained model,
+registration of the model under `followrec-two-tower`. A disabled tracker does nothing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "followrec-two-tower"
+
+
+def tracking_uri(configured: str | None, out_dir: Path) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+
+
+def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    """Numeric entries as MLflow metric names (`@` is not allowed there)."""
+    return {
+        f"{prefix}{key.replace('@', '_at_')}": float(value)
+        for key, value in values.items()
+        if isinstance(value, int | float)
+    }
+
+
+class Tracker:
+    """Context manager around the parent MLflow run."""
+
+    def __init__(
+        self, enabled: bool, uri: str, experiment: str, out_dir: Path, run_name: str
+    ) -> None:
+        self.enabled = enabled
+        self.uri = uri
+        self.experiment = experiment
+        self.out_dir = out_dir
+        self.run_name = run_name
+        self.run_id: str | None = None
+
+    def __enter__(self) -> Tracker:
+        if not self.enabled:
+            return self
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        client = mlflow.MlflowClient(self.uri)
+        found = client.get_experiment_by_name(self.experiment)
+        if found is None:
+            location = None
+            if self.uri.startswith("sqlite:"):  # keep artifacts beside the database
+                db = Path(self.uri.removeprefix("sqlite:///"))
+                location = (db.parent / "mlartifacts").resolve().as_uri()
+            experiment_id = client.create_experiment(self.experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)  # nested runs land here too
+        self.run_id = mlflow.start_run(run_name=self.run_name).info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if self.enabled:
+            import mlflow
+
+            mlflow.end_run("FAILED" if exc_type else "FINISHED")
+
+    @contextmanager
+    def child(self, name: str, run_id: str | None = None) -> Iterator[str | None]:
+        """A nested run (new, or resumed by id), or None when tracking is off."""
+        if not self.enabled:
+            yield None
+            return
+        import mlflow
+
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=True) as run:
+            yield run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Parameters of the active run (values cut to MLflow's length limit)."""
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Metrics of the active run."""
+        if self.enabled and metrics:
+            import mlflow
+
+            mlflow.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+        """A file as an artifact of the active (or given) run."""
+        if self.enabled:
+            import mlflow
+
+            if run_id is None:
+                mlflow.log_artifact(str(path))
+            else:
+                mlflow.MlflowClient(self.uri).log_artifact(run_id, str(path))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Tags of the active run."""
+        if self.enabled:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_model(
+        self, model_dir: Path, example: Any, register: bool, tags: dict[str, Any]
+    ) -> str | None:
+        """Log the consumer-tower pyfunc (code + state dict + JSON) in the active run;
+        register it as MODEL_NAME when asked. Returns the registered version."""
+        if not self.enabled:
+            return None
+        import mlflow
+        import torch
+        from mlflow.models import infer_signature
+
+        from training.model_io import load_model_dir
+
+        trained = load_model_dir(model_dir)
+        from training.mlflow_model import TwoTowerConsumer
+
+        scorer = TwoTowerConsumer()
+        scorer.trained = trained
+        signature = infer_signature(example, scorer.predict(None, example))
+        code = Path(__file__).resolve().parents[1] / "training" / "mlflow_model.py"
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"model_dir": str(model_dir)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                "pandas",
+                "numpy",
+                f"mlflow=={mlflow.__version__}",
+            ],
+            registered_model_name=MODEL_NAME if register else None,
+        )
+        if not register:
+            return None
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient(self.uri)
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, version, key, str(value))
+        return version

@@ -1,0 +1,99 @@
+"""Loss shapes and masking on batches small enough to compute by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.objectives import FollowIndex, in_batch_softmax, pointwise_logistic, sampling_log_q
+
+USER = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+ITEM = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+ONE = torch.tensor(1.0)
+
+
+def manual_ce(logits_row, positive, allowed):
+    kept = [logits_row[j] for j in allowed]
+    return -(logits_row[positive] - math.log(sum(math.exp(x) for x in kept)))
+
+
+def test_plain_in_batch_softmax_is_cross_entropy_over_the_batch():
+    user_ids, item_ids = torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
+    loss = in_batch_softmax(USER, ITEM, user_ids, item_ids, ONE, None, None)
+    logits = (USER @ ITEM.T).tolist()
+    expected = sum(manual_ce(logits[i], i, [0, 1, 2]) for i in range(3)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_followed_in_batch_items_and_repeats_are_masked():
+    # user 0 follows account 11 (row 1's item); rows 1 and 2 share account 12.
+    user_ids, item_ids = torch.tensor([0, 1, 2]), torch.tensor([10, 12, 12])
+    follows = FollowIndex(torch.tensor([0]), torch.tensor([11]), 20)
+    loss = in_batch_softmax(USER, ITEM, user_ids, torch.tensor([10, 11, 12]), ONE, None, follows)
+    logits = (USER @ ITEM.T).tolist()
+    expected = (
+        manual_ce(logits[0], 0, [0, 2])
+        + manual_ce(logits[1], 1, [0, 1, 2])
+        + manual_ce(logits[2], 2, [0, 1, 2])
+    ) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    repeat = in_batch_softmax(USER, ITEM, user_ids, item_ids, ONE, None, None)
+    expected = (
+        manual_ce(logits[0], 0, [0, 1, 2])
+        + manual_ce(logits[1], 1, [0, 1])
+        + manual_ce(logits[2], 2, [0, 2])
+    ) / 3
+    assert repeat.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_logq_correction_subtracts_log_sampling_probability():
+    user_ids, item_ids = torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
+    log_q = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    loss = in_batch_softmax(USER, ITEM, user_ids, item_ids, torch.tensor(2.0), log_q, None)
+    logits = (2 * USER @ ITEM.T - log_q.unsqueeze(0)).tolist()
+    expected = sum(manual_ce(logits[i], i, [0, 1, 2]) for i in range(3)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixed_negatives_add_columns():
+    user_ids, item_ids = torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
+    extra = torch.tensor([[0.0, -1.0]])
+    loss = in_batch_softmax(
+        USER, ITEM, user_ids, item_ids, ONE, None, None, extra, torch.tensor([13])
+    )
+    logits = torch.cat([USER @ ITEM.T, USER @ extra.T], dim=1).tolist()
+    expected = sum(manual_ce(logits[i], i, [0, 1, 2, 3]) for i in range(3)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pointwise_logistic():
+    negative = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]], [[-0.8, -0.6]]])
+    loss = pointwise_logistic(USER, ITEM, negative, ONE, torch.tensor(0.5))
+    pos = (USER * ITEM).sum(1) + 0.5
+    neg = torch.einsum("bd,bnd->bn", USER, negative).reshape(-1) + 0.5
+    expected = F.binary_cross_entropy_with_logits(
+        torch.cat([pos, neg]), torch.tensor([1.0, 1, 1, 0, 0, 0])
+    )
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_follow_index_mask_matches_brute_force():
+    users = torch.tensor([0, 0, 1, 3, 3, 3])
+    accounts = torch.tensor([1, 2, 0, 4, 1, 0])
+    index = FollowIndex(users, accounts, 5)
+    batch_users = torch.tensor([3, 0, 2])
+    candidates = torch.tensor([1, 4, 1, 0])
+    pairs = set(zip(users.tolist(), accounts.tolist()))
+    expected = [[(u, c) in pairs for c in candidates.tolist()] for u in batch_users.tolist()]
+    assert index.mask(batch_users, candidates).tolist() == expected
+    assert index.dense_mask(torch.tensor([0])).tolist() == [[False, True, True, False, False]]
+
+
+def test_sampling_log_q_mixes_batch_and_sampled_probabilities():
+    counts = torch.tensor([3, 1, 0])
+    uniform = torch.full((3,), 1 / 3)
+    out = sampling_log_q(counts, batch_size=4, extra=3, uniform_p=uniform)
+    assert out.tolist() == pytest.approx(
+        [math.log(4 * 0.75 + 1), math.log(4 * 0.25 + 1), math.log(1)], abs=1e-5
+    )

@@ -1,0 +1,153 @@
+"""Towers from the spec, ten-step training, save/load, and resume after a kill."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from features.spec import DEFAULT_SPEC, parse_spec
+from features.split import split_dataset
+from features.synthetic import generate
+from followrec.config import Config, SyntheticConfig, TrainConfig
+from followrec.errors import InputError
+from training.model_io import load_model_dir, save_model_dir
+from training.retrieval import two_tower_recommendations
+from training.towers import TwoTower
+from training.train import encode, recall_at, train_two_tower
+
+
+def small_config(**train):
+    base = dict(epochs=1, batch_size=256, validation_users=300, max_steps=None, threads=1)
+    base.update(train)
+    return Config(train=TrainConfig(**base))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    ds = generate(SyntheticConfig(n_accounts=1500, mean_follows=12, seed=3), progress=False)
+    return ds, split_dataset(ds, Config().split)
+
+
+def test_ten_steps_beat_random_retrieval(tiny):
+    ds, split = tiny
+    cfg = small_config(max_steps=10)
+    trained = train_two_tower(ds, split, cfg, progress=False)
+    users = split.eval_users()
+    recs = two_tower_recommendations(trained, ds, split, users, 100, cfg.features)[0]["retrieval"]
+    model_recall = recall_at(recs, users, split.holdout, ds.n_accounts)
+    rng = np.random.default_rng(0)
+    random_recs = np.stack([rng.choice(ds.n_accounts, 100, replace=False) for _ in users])
+    random_recall = recall_at(random_recs, users, split.holdout, ds.n_accounts)
+    assert model_recall > 2 * random_recall
+
+
+def test_a_new_producer_feature_trains_without_code_changes(tiny):
+    ds, split = tiny
+    accounts = ds.accounts.copy()
+    accounts["verified"] = (np.arange(ds.n_accounts) % 7 == 0).astype(float)
+    ds2 = dataclasses.replace(
+        ds, accounts=accounts, feature_kinds={**ds.feature_kinds, "verified": "dense"}
+    )
+    spec = parse_spec(
+        {
+            **DEFAULT_SPEC,
+            "producer": [*DEFAULT_SPEC["producer"], {"name": "verified", "kind": "dense"}],
+        }
+    )
+    trained = train_two_tower(ds2, split, small_config(max_steps=3), spec=spec, progress=False)
+    assert "verified" in trained.model.producer.projections
+    assert trained.schema["producer"][-1]["name"] == "verified"
+
+
+def test_a_schema_entry_of_unknown_kind_fails_naming_the_feature():
+    schema = {
+        "consumer": [{"name": "language", "kind": "categorical", "cardinality": 3}],
+        "producer": [{"name": "mood", "kind": "sparkly"}],
+    }
+    with pytest.raises(InputError, match="mood"):
+        TwoTower(schema, {"accounts": 5, "topics": 3})
+
+
+def test_invalid_training_setting_names_the_field(tiny):
+    ds, split = tiny
+    with pytest.raises(InputError, match="train.objective"):
+        train_two_tower(ds, split, small_config(objective="hinge"), progress=False)
+
+
+def test_save_and_load_give_the_same_embeddings(tiny, tmp_path):
+    ds, split = tiny
+    trained = train_two_tower(ds, split, small_config(max_steps=5), progress=False)
+    path = save_model_dir(trained, tmp_path / "model")
+    assert sorted(p.name for p in path.iterdir()) == ["model.json", "state_dict.pt"]
+    loaded = load_model_dir(path)
+    from features.transforms import build_features
+
+    tables = build_features(ds.accounts, split.train, None, Config().features)
+    a = encode(trained.model.consumer, trained.tensors(tables)[0], np.arange(50))
+    b = encode(loaded.model.consumer, loaded.tensors(tables)[0], np.arange(50))
+    assert torch.allclose(a, b)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys
+    from features.split import split_dataset
+    from features.synthetic import generate
+    from followrec.config import Config, SyntheticConfig, TrainConfig
+    from training.train import train_two_tower
+    ds = generate(SyntheticConfig(n_accounts=1500, mean_follows=12, seed=3), progress=False)
+    split = split_dataset(ds, Config().split)
+    cfg = Config(train=TrainConfig(epochs=15, batch_size=256, validation_users=300, threads=1,
+                                   patience=99))
+    train_two_tower(ds, split, cfg, checkpoint=sys.argv[1], progress=False)
+""")
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_metrics(tiny, tmp_path):
+    ds, split = tiny
+    cfg = Config(
+        train=TrainConfig(epochs=15, batch_size=256, validation_users=300, threads=1, patience=99)
+    )
+    clean = train_two_tower(ds, split, cfg, progress=False)
+
+    ckpt = tmp_path / "ckpt.pt"
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(ckpt)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once at least two epochs are checkpointed
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["state"]["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(ckpt, weights_only=False)["state"]["epoch"]
+    assert 2 <= done < 15, "the run was not killed mid-way"
+
+    resumed = train_two_tower(ds, split, cfg, checkpoint=ckpt, progress=False)
+    assert len(resumed.history) == len(clean.history) == 15
+    for a, b in zip(resumed.history, clean.history):
+        assert a["val_recall_at_100"] == pytest.approx(b["val_recall_at_100"], abs=1e-3)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+
+
+def test_interaction_head_reranks_the_retrieved_candidates(tiny):
+    ds, split = tiny
+    cfg = small_config(max_steps=10, interaction_head=True)
+    trained = train_two_tower(ds, split, cfg, progress=False)
+    users = split.eval_users()[:50]
+    recs = two_tower_recommendations(trained, ds, split, users, 20, cfg.features)[0]
+    assert set(recs) == {"retrieval", "rerank"}
+    for a, b in zip(recs["retrieval"], recs["rerank"]):
+        assert sorted(a.tolist()) == sorted(b.tolist())  # same candidates, new order
+    assert not np.array_equal(recs["retrieval"], recs["rerank"])

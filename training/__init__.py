@@ -1,0 +1,1 @@
+"""Two-tower retrieval: towers, objectives, data tensors, the training loop, MLflow model."""

@@ -1,0 +1,110 @@
+"""Feature tables -> tensors for every account, and vectorised batch gathering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from features.bags import bag_to_csr
+
+
+@dataclass
+class Bag:
+    """A ragged id list per row (CSR): values[offsets[i]:offsets[i+1]] belongs to row i."""
+
+    values: torch.Tensor
+    offsets: torch.Tensor
+
+    @classmethod
+    def from_column(cls, column: pd.Series, limit: int | None = None) -> Bag:
+        """From a list column (or an integer column: one id per row), first `limit` ids."""
+        if pd.api.types.is_integer_dtype(column):
+            values = column.to_numpy(dtype=np.int64)
+            return cls(torch.from_numpy(values.copy()), torch.arange(len(values) + 1))
+        indptr, values = bag_to_csr(column)
+        if limit is not None:
+            lengths = np.minimum(np.diff(indptr), limit)
+            keep = np.arange(len(values)) - np.repeat(indptr[:-1], np.diff(indptr)) < np.repeat(
+                lengths, np.diff(indptr)
+            )
+            values = values[keep]
+            indptr = np.concatenate([[0], np.cumsum(lengths)])
+        return cls(torch.from_numpy(values.astype(np.int64)), torch.from_numpy(indptr))
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(flat ids, per-row offsets, row index of each id) for a batch of rows."""
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        batch_offsets = torch.cumsum(lengths, 0) - lengths
+        segment = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+        flat = starts[segment] + torch.arange(int(lengths.sum())) - batch_offsets[segment]
+        return self.values[flat], batch_offsets, segment
+
+
+def dense_values(column: pd.Series, transform: str | None) -> np.ndarray:
+    """A dense feature as float32, with its optional transform."""
+    values = column.to_numpy(dtype=np.float64)
+    if transform == "log1p":
+        values = np.log1p(np.maximum(values, 0))
+    return np.nan_to_num(values).astype(np.float32)
+
+
+@dataclass
+class TowerTensors:
+    """Every feature of one tower for all rows, in spec order."""
+
+    features: list[dict[str, Any]]  # schema entries
+    tensors: dict[str, Any]  # name -> Tensor or Bag
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (accounts) the tensors cover."""
+        first = next(iter(self.tensors.values()))
+        return len(first.offsets) - 1 if isinstance(first, Bag) else len(first)
+
+    def batch(self, rows: torch.Tensor) -> dict[str, Any]:
+        """The inputs of `rows`: tensors sliced, bags gathered."""
+        out: dict[str, Any] = {}
+        for name, value in self.tensors.items():
+            out[name] = value.gather(rows) if isinstance(value, Bag) else value[rows]
+        return out
+
+
+def fit_dense_stats(frame: pd.DataFrame, features: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Mean and std of each dense feature (after its transform), fitted on training tables."""
+    stats = {}
+    for feat in features:
+        if feat["kind"] == "dense":
+            values = dense_values(frame[feat["name"]], feat.get("transform"))
+            stats[feat["name"]] = [float(values.mean()), float(values.std() + 1e-6)]
+    return stats
+
+
+def tower_tensors(
+    frame: pd.DataFrame,
+    features: list[dict[str, Any]],
+    dense_stats: dict[str, list[float]],
+    bag_limit: int | None = None,
+) -> TowerTensors:
+    """Tensors for one tower from its feature table, following the schema."""
+    tensors: dict[str, Any] = {}
+    for feat in features:
+        col = frame[feat["name"]]
+        kind = feat["kind"]
+        if kind == "categorical":
+            codes = col.to_numpy(dtype=np.int64)
+            tensors[feat["name"]] = torch.from_numpy(np.clip(codes, 0, feat["cardinality"] - 1))
+        elif kind == "id_bag":
+            limit = bag_limit if feat.get("ids") == "accounts" else None
+            tensors[feat["name"]] = Bag.from_column(col, limit)
+        elif kind == "dense":
+            mean, std = dense_stats[feat["name"]]
+            values = (dense_values(col, feat.get("transform")) - mean) / std
+            tensors[feat["name"]] = torch.from_numpy(values)
+        else:
+            tensors[feat["name"]] = torch.from_numpy(np.stack(col.to_numpy()).astype(np.float32))
+    return TowerTensors(features=features, tensors=tensors)

@@ -1,0 +1,111 @@
+"""Training objectives: they take tower outputs and return a loss.
+
+- in-batch sampled softmax with logQ popularity correction (Yi et al., RecSys 2019),
+  optionally mixed with sampled negatives (Yang et al., WWW 2020); in-batch items the user
+  actually follows, and repeats of the positive, are masked out of the softmax;
+- pointwise logistic loss on (positive, random negative) pairs, the case study's baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class FollowIndex:
+    """Each user's training follows as CSR tensors, for masking without per-row Python."""
+
+    def __init__(self, users: torch.Tensor, accounts: torch.Tensor, n_accounts: int) -> None:
+        self.n = n_accounts
+        order = torch.argsort(users.long() * n_accounts + accounts.long())
+        self.accounts = accounts.long()[order]
+        counts = torch.bincount(users.long(), minlength=n_accounts)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+
+    def rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row index into `users`, followed account) for every follow of the given users."""
+        starts = self.offsets[users]
+        lengths = self.offsets[users + 1] - starts
+        segment = torch.repeat_interleave(torch.arange(len(users)), lengths)
+        within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[segment]
+        return segment, self.accounts[starts[segment] + within]
+
+    def dense_mask(self, users: torch.Tensor) -> torch.Tensor:
+        """Boolean (users x accounts): True where the user follows the account."""
+        mask = torch.zeros(len(users), self.n, dtype=torch.bool)
+        segment, followed = self.rows(users)
+        mask[segment, followed] = True
+        return mask
+
+    def mask(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Boolean (users x candidates): True where users[i] follows candidates[j]."""
+        unique, inverse = torch.unique(candidates, return_inverse=True)
+        position = torch.full((self.n,), -1, dtype=torch.long)
+        position[unique] = torch.arange(len(unique))
+        segment, followed = self.rows(users)
+        column = position[followed]
+        hit = column >= 0
+        small = torch.zeros(len(users), len(unique), dtype=torch.bool)
+        small[segment[hit], column[hit]] = True
+        return small[:, inverse]
+
+
+def in_batch_softmax(
+    user: torch.Tensor,
+    item: torch.Tensor,
+    user_ids: torch.Tensor,
+    item_ids: torch.Tensor,
+    inv_temperature: torch.Tensor,
+    log_q: torch.Tensor | None,
+    follows: FollowIndex | None,
+    extra_item: torch.Tensor | None = None,
+    extra_ids: torch.Tensor | None = None,
+    extra_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean softmax cross-entropy of each user's positive against the batch's other items
+    (and optional extra sampled items). `log_q` is the log sampling probability of each
+    in-batch item (logQ correction); masked logits never count as negatives."""
+    candidates, cand_ids, cand_log_q = item, item_ids, log_q
+    if extra_item is not None:
+        candidates = torch.cat([item, extra_item])
+        cand_ids = torch.cat([item_ids, extra_ids])
+        if log_q is not None:
+            cand_log_q = torch.cat([log_q, extra_log_q])
+    logits = (user @ candidates.T) * inv_temperature
+    if cand_log_q is not None:
+        logits = logits - cand_log_q.unsqueeze(0)
+    batch = len(user)
+    positive = torch.arange(batch)
+    same_item = cand_ids.unsqueeze(0) == item_ids.unsqueeze(1)
+    mask = same_item
+    if follows is not None:
+        mask = mask | follows.mask(user_ids, cand_ids)
+    mask[positive, positive] = False
+    logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, positive)
+
+
+def pointwise_logistic(
+    user: torch.Tensor,
+    item: torch.Tensor,
+    negative: torch.Tensor,
+    inv_temperature: torch.Tensor,
+    bias: torch.Tensor,
+) -> torch.Tensor:
+    """Binary cross-entropy: followed pairs -> 1, (user, random account) pairs -> 0.
+    `negative` is (batch x negatives x dim)."""
+    pos = (user * item).sum(1) * inv_temperature + bias
+    neg = torch.einsum("bd,bnd->bn", user, negative) * inv_temperature + bias
+    return F.binary_cross_entropy_with_logits(
+        torch.cat([pos, neg.reshape(-1)]),
+        torch.cat([torch.ones_like(pos), torch.zeros(neg.numel())]),
+    )
+
+
+def sampling_log_q(
+    counts: torch.Tensor, batch_size: int, extra: int, uniform_p: torch.Tensor
+) -> torch.Tensor:
+    """log of each account's expected count among a batch's candidates: batch positives
+    are drawn by follower count, extra negatives from `uniform_p`."""
+    p_pos = counts.double() / counts.sum()
+    return torch.log(batch_size * p_pos + extra * uniform_p.double() + 1e-12).float()

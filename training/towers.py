@@ -1,0 +1,146 @@
+"""Consumer and producer towers built from the schema (no per-feature code), and the
+two-tower model that holds them, the shared id tables and the learned temperature."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from followrec.errors import InputError
+
+
+class Tower(nn.Module):
+    """Embeds each feature by kind, concatenates, and maps through an MLP to a unit vector.
+
+    categorical -> embedding; id_bag -> mean-pooled rows of a shared id table;
+    dense -> linear projection of the standardised value; vector -> linear projection.
+    """
+
+    def __init__(
+        self,
+        features: list[dict[str, Any]],
+        id_tables: nn.ModuleDict,
+        dim: int,
+        hidden: tuple[int, ...],
+        output_dim: int,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.id_tables = id_tables  # shared with the other tower; registered once by TwoTower
+        self.embeddings = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
+        for feat in features:
+            name, kind = feat["name"], feat["kind"]
+            if kind == "categorical":
+                self.embeddings[name] = nn.Embedding(feat["cardinality"], dim)
+            elif kind == "dense":
+                self.projections[name] = nn.Linear(1, dim)
+            elif kind == "vector":
+                self.projections[name] = nn.Linear(feat["length"], dim)
+            elif kind == "id_bag":
+                if feat["ids"] not in id_tables:
+                    raise InputError("no id table for this bag", field=name, value=feat["ids"])
+            else:
+                raise InputError("unknown feature kind", field=name, value=kind)
+        width = dim * len(features)
+        # A linear path beside the MLP: pooled id embeddings reach the output directly.
+        self.linear = nn.Linear(width, output_dim)
+        self.mlp = None
+        if hidden:
+            layers: list[nn.Module] = []
+            for size in hidden:
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                width = size
+            layers.append(nn.Linear(width, output_dim))
+            self.mlp = nn.Sequential(*layers)
+
+    def embed_features(
+        self, batch: dict[str, Any], bag_weights: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Concatenated per-feature embeddings (batch x dim * features)."""
+        parts = []
+        for feat in self.features:
+            name, kind = feat["name"], feat["kind"]
+            value = batch[name]
+            if kind == "categorical":
+                parts.append(self.embeddings[name](value))
+            elif kind == "dense":
+                parts.append(self.projections[name](value.unsqueeze(1)))
+            elif kind == "vector":
+                parts.append(self.projections[name](value))
+            else:
+                flat, offsets, segment = value
+                weights = None if bag_weights is None else bag_weights.get(name)
+                parts.append(
+                    pooled_bag(self.id_tables[feat["ids"]].weight, flat, offsets, segment, weights)
+                )
+        return torch.cat(parts, dim=1)
+
+    def forward(
+        self, batch: dict[str, Any], bag_weights: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Unit-length embeddings (batch x output_dim)."""
+        x = self.embed_features(batch, bag_weights)
+        out = self.linear(x) if self.mlp is None else self.linear(x) + self.mlp(x)
+        return F.normalize(out, dim=1)
+
+
+def pooled_bag(
+    table: torch.Tensor,
+    flat: torch.Tensor,
+    offsets: torch.Tensor,
+    segment: torch.Tensor,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """Weighted mean of table rows per bag; empty (or fully dropped) bags give zeros."""
+    n_bags = len(offsets)
+    w = torch.ones(len(flat)) if weights is None else weights
+    totals = torch.zeros(n_bags).index_add_(0, segment, w)
+    scale = w / totals.clamp(min=1e-9)[segment]
+    # Sparse gradients: a step touches only the rows in the batch, whatever the catalog size.
+    return F.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=scale, sparse=True)
+
+
+class TwoTower(nn.Module):
+    """Both towers, the shared id tables (accounts, topics) and a learned temperature."""
+
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        n_ids: dict[str, int],
+        dim: int = 64,
+        hidden: tuple[int, ...] = (256,),
+        output_dim: int = 64,
+        temperature: float = 0.05,
+        interaction_head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.id_tables = nn.ModuleDict(
+            {name: nn.Embedding(size, dim) for name, size in sorted(n_ids.items())}
+        )
+        for table in self.id_tables.values():
+            nn.init.normal_(table.weight, std=0.05)
+        self.consumer = Tower(schema["consumer"], self.id_tables, dim, hidden, output_dim)
+        self.producer = Tower(schema["producer"], self.id_tables, dim, hidden, output_dim)
+        self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.bias = nn.Parameter(torch.zeros(()))  # pointwise objective's logit offset
+        self.interaction = None
+        if interaction_head:
+            self.interaction = nn.Sequential(
+                nn.Linear(3 * output_dim, 128), nn.ReLU(), nn.Linear(128, 1)
+            )
+
+    @property
+    def inv_temperature(self) -> torch.Tensor:
+        """1 / temperature, clamped to a sane range."""
+        return self.log_inv_temperature.clamp(0.0, math.log(100.0)).exp()
+
+    def interaction_score(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """MLP score over [u, v, u*v] for aligned pairs (ranking studies, not ANN)."""
+        if self.interaction is None:
+            raise RuntimeError("model was built without interaction_head")
+        return self.interaction(torch.cat([user, item, user * item], dim=1)).squeeze(1)

@@ -1,0 +1,422 @@
+"""The training loop: pre-built tensors, seeded and deterministic, early stopping on
+validation Recall@100, checkpoint every epoch and resume after a kill."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from features.contract import Dataset
+from features.spec import TowerSpec, build_schema, load_spec
+from features.split import Split, per_user_holdout
+from features.transforms import FeatureTables, build_features
+from followrec.config import Config, SplitConfig, TrainConfig
+from followrec.errors import InputError
+from training.data import TowerTensors, fit_dense_stats, tower_tensors
+from training.objectives import FollowIndex, in_batch_softmax, pointwise_logistic, sampling_log_q
+from training.towers import TwoTower
+
+log = logging.getLogger(__name__)
+HISTORY_BAGS = ("follows", "recent_follows")
+OBJECTIVES = ("in_batch", "pointwise")
+
+
+@dataclass
+class TrainedModel:
+    """A trained two-tower model and everything needed to feed it the same features."""
+
+    model: TwoTower
+    schema: dict[str, Any]
+    vocabularies: dict[str, list[str]]
+    dense_stats: dict[str, dict[str, list[float]]]
+    spec: dict[str, Any]
+    train_config: dict[str, Any]
+    n_ids: dict[str, int]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # the whole fit: steps, validation and checkpoints
+    examples_per_second: float = 0.0  # training steps only
+
+    def tensors(self, tables: FeatureTables) -> tuple[TowerTensors, TowerTensors]:
+        """Consumer and producer tensors for feature tables, with the fitted statistics."""
+        limit = self.train_config["max_history"]
+        return (
+            tower_tensors(
+                tables.consumer, self.schema["consumer"], self.dense_stats["consumer"], limit
+            ),
+            tower_tensors(
+                tables.producer, self.schema["producer"], self.dense_stats["producer"], limit
+            ),
+        )
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Fail naming the setting when a value cannot work."""
+    checks = {
+        "train.objective": cfg.objective in OBJECTIVES,
+        "train.batch_size": cfg.batch_size >= 2,
+        "train.epochs": cfg.epochs >= 1,
+        "train.learning_rate": cfg.learning_rate > 0,
+        "train.temperature": cfg.temperature > 0,
+        "train.history_dropout": 0 <= cfg.history_dropout < 1,
+        "train.item_dropout": 0 <= cfg.item_dropout < 1,
+        "train.validation_fraction": 0 < cfg.validation_fraction < 1,
+        "train.mixed_negatives": cfg.mixed_negatives >= 0,
+        "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise InputError("invalid value", field=key, value=getattr(cfg, key.split(".")[1]))
+
+
+@torch.no_grad()
+def encode(
+    tower: torch.nn.Module, tensors: TowerTensors, rows: np.ndarray | None = None, batch: int = 8192
+) -> torch.Tensor:
+    """Embeddings of `rows` (default: every row), in batches, without gradients."""
+    if rows is None:
+        rows = np.arange(tensors.n_rows)
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    tower.eval()
+    parts = [tower(tensors.batch(rows_t[lo : lo + batch])) for lo in range(0, len(rows_t), batch)]
+    tower.train()
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def exact_top_k(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray, exclude: FollowIndex, k: int
+) -> np.ndarray:
+    """Exact inner-product top k per user, minus the user and accounts they follow."""
+    out = np.empty((len(users), k), dtype=np.int64)
+    chunk = max(8, int(2e7 // max(item_emb.shape[0], 1)))  # ~80 MB of scores at a time
+    for lo in range(0, len(users), chunk):
+        u = torch.as_tensor(users[lo : lo + chunk])
+        scores = user_emb[lo : lo + chunk] @ item_emb.T
+        banned = exclude.dense_mask(u)
+        banned[torch.arange(len(u)), u] = True
+        scores.masked_fill_(banned, float("-inf"))
+        out[lo : lo + len(u)] = torch.topk(scores, k, dim=1).indices.numpy()
+    return out
+
+
+def recall_at(recs: np.ndarray, users: np.ndarray, relevant: pd.DataFrame, n: int) -> float:
+    """Mean recall of recs over users against (follower_id, followee_id) rows."""
+    keys = np.unique(
+        relevant["follower_id"].to_numpy() * np.int64(n) + relevant["followee_id"].to_numpy()
+    )
+    probe = users[:, None] * np.int64(n) + recs
+    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    hits = (keys[pos] == probe).sum(axis=1)
+    counts = np.bincount(keys // n, minlength=n)[users]
+    return float((hits / np.maximum(counts, 1)).mean())
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """Short hash of the settings a checkpoint must match to be resumed."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_two_tower(
+    ds: Dataset,
+    split: Split,
+    cfg: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    spec: TowerSpec | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainedModel:
+    """Fit the towers on the split's training follows; a held-back slice of them is the
+    validation set for early stopping. Resumes from `checkpoint` when it matches."""
+    tc = cfg.train
+    check_train_config(tc)
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    spec = spec or load_spec()
+    n = ds.n_accounts
+
+    val_mask = per_user_holdout(
+        split.train,
+        SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
+    )
+    fit, val = split.train[~val_mask], split.train[val_mask]
+    tables = build_features(
+        ds.accounts, fit, split.train_engagements, cfg.features, ds.feature_kinds
+    )
+    schema = build_schema(spec, tables)
+    n_topics = max(
+        (
+            f["cardinality"]
+            for t in ("consumer", "producer")
+            for f in schema[t]
+            if f["kind"] == "id_bag" and f["ids"] == "topics"
+        ),
+        default=1,
+    )
+    n_ids = {"accounts": n, "topics": n_topics}
+    dense_stats = {
+        t: fit_dense_stats(getattr(tables, t), schema[t]) for t in ("consumer", "producer")
+    }
+    model = TwoTower(
+        schema,
+        n_ids,
+        tc.embedding_dim,
+        tuple(tc.hidden),
+        tc.output_dim,
+        tc.temperature,
+        tc.interaction_head,
+    )
+    trained = TrainedModel(
+        model=model,
+        schema=schema,
+        vocabularies=tables.vocabularies,
+        dense_stats=dense_stats,
+        spec=spec.to_dict(),
+        train_config=asdict(tc),
+        n_ids=n_ids,
+    )
+    consumer_t, producer_t = trained.tensors(tables)
+
+    users = torch.from_numpy(fit["follower_id"].to_numpy())
+    items = torch.from_numpy(fit["followee_id"].to_numpy())
+    follows = FollowIndex(users, items, n)
+    counts = torch.bincount(items, minlength=n)
+    neg_weight = (counts.double() + 1.0) ** tc.negative_exponent
+    neg_p = (neg_weight / neg_weight.sum()).float()
+    log_q = (
+        sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
+        if (tc.logq_correction)
+        else None
+    )
+    val_users_all = np.unique(val["follower_id"].to_numpy())
+    rng = np.random.default_rng(tc.seed)
+    val_users = np.sort(
+        rng.choice(val_users_all, size=min(tc.validation_users, len(val_users_all)), replace=False)
+    )
+    optimizer = Optimizer(model, tc)
+
+    state = {
+        "epoch": 0,
+        "best_metric": -1.0,
+        "bad_epochs": 0,
+        "step": 0,
+        "best_state": None,
+        "history": [],
+    }
+    fingerprint = config_hash(
+        {
+            "train": asdict(tc),
+            "spec": spec.to_dict(),
+            "n": n,
+            "fit": len(fit),
+            "schema": schema["hash"],
+        }
+    )
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            log.info("resumed %s at epoch %d", ckpt, state["epoch"])
+        else:
+            log.warning("checkpoint %s is for other settings; starting afresh", ckpt)
+
+    started = time.perf_counter()
+    examples = 0
+    step_seconds = 0.0
+    m = len(users)
+    steps_per_epoch = (m + tc.batch_size - 1) // tc.batch_size
+    while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
+        epoch = state["epoch"]
+        gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
+        perm = torch.randperm(m, generator=gen)
+        losses = []
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            disable=not progress,
+            unit="step",
+            leave=False,
+        )
+        epoch_started = time.perf_counter()
+        for step in bar:
+            if tc.max_steps is not None and state["step"] >= tc.max_steps:
+                break
+            idx = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+            u, v = users[idx], items[idx]
+            loss = _step_loss(model, consumer_t, producer_t, u, v, follows, log_q, neg_p, tc, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            state["step"] += 1
+            examples += len(idx)
+            if step % 20 == 0:
+                rate = (step + 1) * tc.batch_size / (time.perf_counter() - epoch_started)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{rate:,.0f}")
+        bar.close()
+        step_seconds += time.perf_counter() - epoch_started
+        user_emb = encode(model.consumer, consumer_t, val_users)
+        item_emb = encode(model.producer, producer_t)
+        recs = exact_top_k(user_emb, item_emb, val_users, follows, 100)
+        metric = recall_at(recs, val_users, val, n)
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_recall_at_100": metric,
+            "temperature": float(1 / model.inv_temperature.detach()),
+        }
+        state["history"].append(record)
+        if metric > state["best_metric"]:
+            state["best_metric"] = metric
+            state["best_state"] = copy.deepcopy(model.state_dict())
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        if ckpt is not None:
+            _atomic_save(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                },
+                ckpt,
+            )
+        if tc.max_steps is not None and state["step"] >= tc.max_steps:
+            break
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    trained.history = state["history"]
+    trained.seconds = time.perf_counter() - started
+    trained.examples_per_second = examples / max(step_seconds, 1e-9)
+    model.eval()
+    return trained
+
+
+class Optimizer:
+    """Adam for the dense weights, SparseAdam for the shared id tables (sparse gradients)."""
+
+    def __init__(self, model: TwoTower, tc: TrainConfig) -> None:
+        sparse_ids = {id(p) for p in model.id_tables.parameters()}
+        dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+        self.dense = torch.optim.Adam(dense, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+        self.sparse = torch.optim.SparseAdam(
+            list(model.id_tables.parameters()), lr=tc.learning_rate
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear both optimizers' gradients."""
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        """One update of every parameter."""
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both states, for checkpoints."""
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore both states from a checkpoint."""
+        self.dense.load_state_dict(state["dense"])
+        self.sparse.load_state_dict(state["sparse"])
+
+
+def _history_weights(
+    batch: dict[str, Any], targets: torch.Tensor, tc: TrainConfig, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Per-id weights of the history bags: the target itself is never in its own history
+    (leave-one-out), single ids and whole histories are dropped at random."""
+    weights = {}
+    drop_user = torch.rand(len(targets), generator=gen) < tc.history_dropout
+    for name in HISTORY_BAGS:
+        if name not in batch:
+            continue
+        flat, _, segment = batch[name]
+        keep = (flat != targets[segment]) & ~drop_user[segment]
+        if tc.item_dropout > 0:
+            keep &= torch.rand(len(flat), generator=gen) >= tc.item_dropout
+        weights[name] = keep.float()
+    return weights
+
+
+def _step_loss(
+    model: TwoTower,
+    consumer_t: TowerTensors,
+    producer_t: TowerTensors,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    follows: FollowIndex,
+    log_q: torch.Tensor | None,
+    neg_p: torch.Tensor,
+    tc: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    cb = consumer_t.batch(u)
+    user = model.consumer(cb, _history_weights(cb, v, tc, gen))
+    item = model.producer(producer_t.batch(v))
+    if tc.objective == "pointwise":
+        # Random negatives drawn from one pool per batch: the producer tower runs on the
+        # pool once instead of on every (positive, negative) pair.
+        pool_ids = torch.multinomial(neg_p, len(v), replacement=True, generator=gen)
+        pool = model.producer(producer_t.batch(pool_ids))
+        pick = torch.randint(len(v), (len(v), tc.pointwise_negatives), generator=gen)
+        loss = pointwise_logistic(user, item, pool[pick], model.inv_temperature, model.bias)
+    else:
+        extra = extra_ids = extra_log_q = None
+        if tc.mixed_negatives > 0:
+            extra_ids = torch.multinomial(
+                neg_p, tc.mixed_negatives, replacement=True, generator=gen
+            )
+            extra = model.producer(producer_t.batch(extra_ids))
+            extra_log_q = None if log_q is None else log_q[extra_ids]
+        loss = in_batch_softmax(
+            user,
+            item,
+            u,
+            v,
+            model.inv_temperature,
+            None if log_q is None else log_q[v],
+            follows,
+            extra,
+            extra_ids,
+            extra_log_q,
+        )
+    if model.interaction is not None:
+        shuffled = torch.roll(item.detach(), 1, 0)
+        pos = model.interaction_score(user.detach(), item.detach())
+        neg = model.interaction_score(user.detach(), shuffled)
+        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.cat([pos, neg]), torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+        )
+    return loss
