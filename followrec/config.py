@@ -111,6 +111,8 @@ class TrainConfig:
     validation_users: int = 3000
     patience: int = 2
     interaction_head: bool = False  # extra MLP scorer over both embeddings (ranking studies)
+    # Sparse id-table gradients: auto (above 200k accounts) | always | never.
+    sparse_ids: str = "auto"
     threads: int = 2
     seed: int = 13
     max_steps: int | None = None  # stop after this many steps (tests, smoke runs)

@@ -27,9 +27,11 @@ class Tower(nn.Module):
         dim: int,
         hidden: tuple[int, ...],
         output_dim: int,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
         self.features = features
+        self.sparse_ids = sparse_ids
         self.id_tables = id_tables  # shared with the other tower; registered once by TwoTower
         self.embeddings = nn.ModuleDict()
         self.projections = nn.ModuleDict()
@@ -76,7 +78,14 @@ class Tower(nn.Module):
                 flat, offsets, segment = value
                 weights = None if bag_weights is None else bag_weights.get(name)
                 parts.append(
-                    pooled_bag(self.id_tables[feat["ids"]].weight, flat, offsets, segment, weights)
+                    pooled_bag(
+                        self.id_tables[feat["ids"]].weight,
+                        flat,
+                        offsets,
+                        segment,
+                        weights,
+                        self.sparse_ids,
+                    )
                 )
         return torch.cat(parts, dim=1)
 
@@ -95,14 +104,17 @@ def pooled_bag(
     offsets: torch.Tensor,
     segment: torch.Tensor,
     weights: torch.Tensor | None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """Weighted mean of table rows per bag; empty (or fully dropped) bags give zeros."""
     n_bags = len(offsets)
     w = torch.ones(len(flat)) if weights is None else weights
     totals = torch.zeros(n_bags).index_add_(0, segment, w)
     scale = w / totals.clamp(min=1e-9)[segment]
-    # Sparse gradients: a step touches only the rows in the batch, whatever the catalog size.
-    return F.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=scale, sparse=True)
+    # Sparse gradients touch only the batch's rows: cheaper than dense ones for big tables.
+    return F.embedding_bag(
+        flat, table, offsets, mode="sum", per_sample_weights=scale, sparse=sparse
+    )
 
 
 class TwoTower(nn.Module):
@@ -117,15 +129,21 @@ class TwoTower(nn.Module):
         output_dim: int = 64,
         temperature: float = 0.05,
         interaction_head: bool = False,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
+        self.sparse_ids = sparse_ids
         self.id_tables = nn.ModuleDict(
             {name: nn.Embedding(size, dim) for name, size in sorted(n_ids.items())}
         )
         for table in self.id_tables.values():
             nn.init.normal_(table.weight, std=0.05)
-        self.consumer = Tower(schema["consumer"], self.id_tables, dim, hidden, output_dim)
-        self.producer = Tower(schema["producer"], self.id_tables, dim, hidden, output_dim)
+        self.consumer = Tower(
+            schema["consumer"], self.id_tables, dim, hidden, output_dim, sparse_ids
+        )
+        self.producer = Tower(
+            schema["producer"], self.id_tables, dim, hidden, output_dim, sparse_ids
+        )
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.bias = nn.Parameter(torch.zeros(()))  # pointwise objective's logit offset
         self.interaction = None

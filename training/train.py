@@ -31,6 +31,7 @@ from training.towers import TwoTower
 
 log = logging.getLogger(__name__)
 HISTORY_BAGS = ("follows", "recent_follows")
+SPARSE_IDS_ABOVE = 200_000  # accounts; below it dense Adam on the id tables is faster
 OBJECTIVES = ("in_batch", "pointwise")
 
 
@@ -75,6 +76,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.validation_fraction": 0 < cfg.validation_fraction < 1,
         "train.mixed_negatives": cfg.mixed_negatives >= 0,
         "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
+        "train.sparse_ids": cfg.sparse_ids in ("auto", "always", "never"),
     }
     for key, ok in checks.items():
         if not ok:
@@ -178,6 +180,7 @@ def train_two_tower(
     dense_stats = {
         t: fit_dense_stats(getattr(tables, t), schema[t]) for t in ("consumer", "producer")
     }
+    sparse = tc.sparse_ids == "always" or (tc.sparse_ids == "auto" and n > SPARSE_IDS_ABOVE)
     model = TwoTower(
         schema,
         n_ids,
@@ -186,6 +189,7 @@ def train_two_tower(
         tc.output_dim,
         tc.temperature,
         tc.interaction_head,
+        sparse,
     )
     trained = TrainedModel(
         model=model,
@@ -322,34 +326,39 @@ def train_two_tower(
 
 
 class Optimizer:
-    """Adam for the dense weights, SparseAdam for the shared id tables (sparse gradients)."""
+    """Adam; SparseAdam for the shared id tables when they get sparse gradients."""
 
     def __init__(self, model: TwoTower, tc: TrainConfig) -> None:
-        sparse_ids = {id(p) for p in model.id_tables.parameters()}
-        dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+        tables = list(model.id_tables.parameters()) if model.sparse_ids else []
+        table_ids = {id(p) for p in tables}
+        dense = [p for p in model.parameters() if id(p) not in table_ids]
         self.dense = torch.optim.Adam(dense, lr=tc.learning_rate, weight_decay=tc.weight_decay)
-        self.sparse = torch.optim.SparseAdam(
-            list(model.id_tables.parameters()), lr=tc.learning_rate
-        )
+        self.sparse = torch.optim.SparseAdam(tables, lr=tc.learning_rate) if tables else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear both optimizers' gradients."""
         self.dense.zero_grad(set_to_none=set_to_none)
-        self.sparse.zero_grad(set_to_none=set_to_none)
+        if self.sparse is not None:
+            self.sparse.zero_grad(set_to_none=set_to_none)
 
     def step(self) -> None:
         """One update of every parameter."""
         self.dense.step()
-        self.sparse.step()
+        if self.sparse is not None:
+            self.sparse.step()
 
     def state_dict(self) -> dict[str, Any]:
         """Both states, for checkpoints."""
-        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+        return {
+            "dense": self.dense.state_dict(),
+            "sparse": None if self.sparse is None else self.sparse.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore both states from a checkpoint."""
         self.dense.load_state_dict(state["dense"])
-        self.sparse.load_state_dict(state["sparse"])
+        if self.sparse is not None:
+            self.sparse.load_state_dict(state["sparse"])
 
 
 def _history_weights(
