@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 CHILD = "--child"
+# This file is named like the `training` package; keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 
 def measure(dataset: str, steps: int, accounts: int, als_iterations: int) -> dict:

@@ -111,7 +111,14 @@ def load_spec(path: str | Path | None = None) -> TowerSpec:
     """The default spec, or one read from YAML."""
     if path is None:
         return parse_spec(DEFAULT_SPEC, "default")
-    return parse_spec(yaml.safe_load(Path(path).read_text()), str(path))
+    if not Path(path).exists():
+        raise InputError("tower spec file not found", path=str(path), field="train.spec")
+    tree = yaml.safe_load(Path(path).read_text())
+    if not isinstance(tree, dict):
+        raise InputError(
+            "a tower spec is a mapping with consumer and producer lists", path=str(path)
+        )
+    return parse_spec(tree, str(path))
 
 
 def _describe(

@@ -90,6 +90,7 @@ class TrainConfig:
     """Two-tower model and training loop."""
 
     objective: str = "in_batch"  # in_batch (sampled softmax + logQ) | pointwise (logistic)
+    spec: str | None = None  # tower spec YAML; default: features.spec.DEFAULT_SPEC
     embedding_dim: int = 64
     hidden: tuple[int, ...] = (256,)
     output_dim: int = 64

@@ -155,7 +155,7 @@ def train_two_tower(
     check_train_config(tc)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    spec = spec or load_spec()
+    spec = spec or load_spec(tc.spec)
     n = ds.n_accounts
 
     val_mask = per_user_holdout(

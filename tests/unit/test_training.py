@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from features.spec import DEFAULT_SPEC, parse_spec
+from features.spec import DEFAULT_SPEC
 from features.split import split_dataset
 from features.synthetic import generate
 from followrec.config import Config, SyntheticConfig, TrainConfig
@@ -35,9 +35,10 @@ def tiny():
     return ds, split_dataset(ds, Config().split)
 
 
-def test_ten_steps_beat_random_retrieval(tiny):
+@pytest.mark.parametrize("sparse_ids", ["never", "always"])
+def test_ten_steps_beat_random_retrieval(tiny, sparse_ids):
     ds, split = tiny
-    cfg = small_config(max_steps=10)
+    cfg = small_config(max_steps=10, sparse_ids=sparse_ids)
     trained = train_two_tower(ds, split, cfg, progress=False)
     users = split.eval_users()
     recs = two_tower_recommendations(trained, ds, split, users, 100, cfg.features)[0]["retrieval"]
@@ -48,20 +49,22 @@ def test_ten_steps_beat_random_retrieval(tiny):
     assert model_recall > 2 * random_recall
 
 
-def test_a_new_producer_feature_trains_without_code_changes(tiny):
+def test_a_new_producer_feature_trains_without_code_changes(tiny, tmp_path):
+    import yaml
+
     ds, split = tiny
     accounts = ds.accounts.copy()
     accounts["verified"] = (np.arange(ds.n_accounts) % 7 == 0).astype(float)
     ds2 = dataclasses.replace(
         ds, accounts=accounts, feature_kinds={**ds.feature_kinds, "verified": "dense"}
     )
-    spec = parse_spec(
-        {
-            **DEFAULT_SPEC,
-            "producer": [*DEFAULT_SPEC["producer"], {"name": "verified", "kind": "dense"}],
-        }
-    )
-    trained = train_two_tower(ds2, split, small_config(max_steps=3), spec=spec, progress=False)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        **DEFAULT_SPEC,
+        "producer": [*DEFAULT_SPEC["producer"], {"name": "verified", "kind": "dense"}],
+    }))  # fmt: skip
+    cfg = small_config(max_steps=3, spec=str(spec_file))
+    trained = train_two_tower(ds2, split, cfg, progress=False)
     assert "verified" in trained.model.producer.projections
     assert trained.schema["producer"][-1]["name"] == "verified"
 
