@@ -4,6 +4,7 @@ two-tower variants), score them with one protocol, report, and track in MLflow."
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from evaluation.baselines import GraphContext, run_sources
 from evaluation.metrics import Relevance, evaluate_recommendations, popularity_percentile
 from evaluation.plots import training_plot
-from evaluation.report import table, write_report
+from evaluation.report import atomic_write, table, write_report
 from evaluation.tracking import MODEL_NAME, Tracker, flat_metrics, tracking_uri
 from features.contract import Dataset
 from features.ingest import load_dataset
@@ -240,6 +241,17 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, An
                 if version is not None:
                     result["model_version"] = version
                     result["model_name"] = MODEL_NAME
+                    atomic_write(
+                        out_dir / "registered.json",
+                        json.dumps(
+                            {
+                                "name": MODEL_NAME,
+                                "version": version,
+                                "variant": variant,
+                                "tracking_uri": uri,
+                            }
+                        ),
+                    )
     result.update({"report_uri": str(paths["json"].resolve()), "table": table(report)})
     if cfg.mlflow.enabled:
         result["mlflow_run_id"] = tracker.run_id

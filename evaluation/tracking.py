@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL_NAME = "followrec-two-tower"
+ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def tracking_uri(configured: str | None, out_dir: Path) -> str:
@@ -19,6 +20,13 @@ def tracking_uri(configured: str | None, out_dir: Path) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+
+
+def registry_client(uri: str):  # noqa: ANN201 - mlflow is imported lazily
+    """An MLflow client whose tracking and registry are both `uri`."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
@@ -42,14 +50,20 @@ class Tracker:
         self.out_dir = out_dir
         self.run_name = run_name
         self.run_id: str | None = None
+        self._saved_env: dict[str, str | None] = {}
 
     def __enter__(self) -> Tracker:
         if not self.enabled:
             return self
         import mlflow
 
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it on exit so
+        # the next run in this process resolves its own store.
+        self._saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
         mlflow.set_tracking_uri(self.uri)
-        client = mlflow.MlflowClient(self.uri)
+        # The registry URI can outlive a previous tracking URI in the same process; pin it.
+        mlflow.set_registry_uri(self.uri)
+        client = registry_client(self.uri)
         found = client.get_experiment_by_name(self.experiment)
         if found is None:
             location = None
@@ -68,6 +82,12 @@ class Tracker:
             import mlflow
 
             mlflow.end_run("FAILED" if exc_type else "FINISHED")
+            mlflow.set_registry_uri(None)
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     @contextmanager
     def child(self, name: str, run_id: str | None = None) -> Iterator[str | None]:
@@ -102,7 +122,7 @@ class Tracker:
             if run_id is None:
                 mlflow.log_artifact(str(path))
             else:
-                mlflow.MlflowClient(self.uri).log_artifact(run_id, str(path))
+                registry_client(self.uri).log_artifact(run_id, str(path))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags of the active run."""
@@ -148,7 +168,7 @@ class Tracker:
         if not register:
             return None
         version = str(info.registered_model_version)
-        client = mlflow.MlflowClient(self.uri)
+        client = registry_client(self.uri)
         for key, value in tags.items():
             client.set_model_version_tag(MODEL_NAME, version, key, str(value))
         return version

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from followrec.config import Config, load_config, save_config
@@ -110,6 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output folder")
     _add_config_args(gen)
 
+    prom = sub.add_parser(
+        "promote",
+        formatter_class=raw,
+        help="build + validate the index of a run's registered model, gate it, promote it",
+        description="For the model `followrec evaluate --out RUN` registered: encode every\n"
+        "producer, build the index the factory picks (exact/HNSW/IVF), measure its ANN\n"
+        "Recall@100 against exact search, then gate (beat the champion and the floors, reach\n"
+        "index.target_recall). A pass moves the MLflow alias `champion` and publishes the\n"
+        "index atomically; a fail leaves both as they were. Reasons go to the version's tags.\n"
+        "Uses RUN/config.yaml unless --config is given.",
+    )
+    prom.add_argument("--run", required=True, help="the folder `followrec evaluate` wrote")
+    _add_config_args(prom)
+
+    stat = sub.add_parser(
+        "status", help="the champion, its metrics and index, and every version's gate decision"
+    )
+    stat.add_argument("--run", required=True, help="the folder `followrec evaluate` wrote")
+    stat.add_argument("--json", action="store_true", help="print JSON")
+    _add_config_args(stat)
+
+    back = sub.add_parser("rollback", help="restore the previous champion and its index")
+    back.add_argument("--run", required=True, help="the folder `followrec evaluate` wrote")
+    _add_config_args(back)
+
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_data_args(conf)
     _add_config_args(conf)
@@ -138,8 +164,12 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve(args: argparse.Namespace) -> Config:
-    """The config a command runs with."""
-    return load_config(args.config, args.set, base=_cli_overrides(args))
+    """The config a command runs with (a run folder's own config for the registry steps)."""
+    path = args.config
+    run = getattr(args, "run", None)
+    if path is None and run is not None and (Path(run) / "config.yaml").exists():
+        path = Path(run) / "config.yaml"
+    return load_config(path, args.set, base=_cli_overrides(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +193,38 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
             if "model_version" in result:
                 print(f"model: {result['model_name']} version {result['model_version']}")
+        elif args.command in ("promote", "status", "rollback"):
+            from evaluation import promote
+
+            if args.command == "promote":
+                out = promote.run(cfg, args.run, progress=progress)
+                verdict = "promoted" if out["promoted"] else "not promoted"
+                print(f"model version {out['model_version']}: {verdict}")
+                for reason in out["reasons"]:
+                    print(f"  - {reason}")
+                print(
+                    f"index {out['index']['kind']} {out['index']['params']}: ANN recall@100 "
+                    f"{out['index']['ann_recall_at_100']}; published: "
+                    f"{out['published_index']}"
+                )
+            elif args.command == "status":
+                out = promote.status(cfg, args.run)
+                if args.json:
+                    print(json.dumps(out, indent=2, default=str))
+                else:
+                    champ = out["champion"]
+                    print(
+                        f"champion: {champ['version'] if champ else 'none'}"
+                        + (f" {champ['metrics']} index {champ['index_version']}" if champ else "")
+                    )
+                    for v in out["versions"]:
+                        print(f"  v{v['version']}: {v['decision']} {v['metrics']}")
+            else:
+                out = promote.rollback(cfg, args.run)
+                print(
+                    f"champion is version {out['champion']} again; published index "
+                    f"{out['published_index']}"
+                )
         elif args.command in ("ingest", "generate"):
             from features import ingest
 

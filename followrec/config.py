@@ -130,6 +130,24 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """Producer index built for a model before promotion."""
+
+    root: str | None = None  # versioned index folders; default: RUN_DIR/indexes
+    kind: str = "auto"  # auto | flat | hnsw | ivf
+    target_recall: float = 0.95  # ANN Recall@100 against exact search
+    sample_users: int = 2000
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What a challenger must reach to be promoted (besides beating the champion)."""
+
+    floor_recall_at_100: float = 0.0
+    floor_map_at_100: float = 0.0
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     """Tracking; the default is a SQLite file inside the run's output folder."""
 
@@ -149,6 +167,8 @@ class Config:
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.tracking import registry_client
 from followrec.cli import main
 
 SOURCES = ["popularity", "popularity_segment", "friends_of_friends", "cofollow_cf", "als", "blend"]
@@ -50,7 +51,7 @@ def test_twitch_language_with_two_tower_and_mlflow(tmp_path, capsys):
     assert set(report["sources"]["als"]["groups"]) >= {"language=pt", "cold_start=false"}
     assert len(report["training"]["two_tower"]["history"]) >= 1
 
-    client = mlflow.MlflowClient(uri)
+    client = registry_client(uri)
     experiment = client.get_experiment_by_name("followrec").experiment_id
     runs = {r.info.run_name: r for r in client.search_runs([experiment])}
     assert set(runs) == {"evaluate-twitch-PTBR", "train-two_tower", "train-two_tower_pointwise"}

@@ -1,0 +1,1 @@
+"""Producer-embedding indexes: the factory, ANN recall validation, manifests, publishing."""

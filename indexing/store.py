@@ -1,0 +1,122 @@
+"""Versioned index folders with manifests, published atomically; rollback to the previous."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from followrec.errors import InputError
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "account_ids.npy"
+MANIFEST = "manifest.json"
+POINTER = "CURRENT.json"
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_version(
+    root: str | Path,
+    version: str,
+    index: faiss.Index,
+    account_ids: np.ndarray,
+    manifest: dict[str, Any],
+) -> Path:
+    """Write root/<version>/ (index, ids, manifest with checksum) in one rename."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / version
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
+    try:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        np.save(tmp / IDS_FILE, np.asarray(account_ids, dtype=np.int64))
+        full = {
+            **manifest,
+            "version": version,
+            "count": int(index.ntotal),
+            "dimension": int(index.d),
+            "sha256": sha256(tmp / INDEX_FILE),
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_pointer(root: Path, pointer: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".pointer.", dir=root)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(pointer, fh, indent=2)
+    os.replace(tmp, root / POINTER)  # readers see the old or the new pointer, never half
+
+
+def read_pointer(root: str | Path) -> dict[str, Any] | None:
+    """The published pointer ({"current", "history"}), or None before any publish."""
+    path = Path(root) / POINTER
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def publish(root: str | Path, version: str) -> dict[str, Any]:
+    """Make root/<version> the published index; the previous one stays for rollback."""
+    root = Path(root)
+    manifest = read_manifest(root, version)
+    pointer = read_pointer(root) or {"current": None, "history": []}
+    history = [v for v in pointer["history"] if v != version]
+    if pointer["current"] and pointer["current"] != version:
+        history.append(pointer["current"])
+    _write_pointer(root, {"current": version, "history": history})
+    return manifest
+
+
+def rollback(root: str | Path) -> str:
+    """Publish the previous index again; returns its version."""
+    root = Path(root)
+    pointer = read_pointer(root)
+    if not pointer or not pointer["history"]:
+        raise InputError("no previous index to roll back to", path=str(root))
+    previous = pointer["history"][-1]
+    _write_pointer(root, {"current": previous, "history": pointer["history"][:-1]})
+    return previous
+
+
+def read_manifest(root: str | Path, version: str) -> dict[str, Any]:
+    """A version's manifest; fails if the folder is missing."""
+    path = Path(root) / version / MANIFEST
+    if not path.exists():
+        raise InputError("index version not found", path=str(path.parent))
+    return json.loads(path.read_text())
+
+
+def load_published(root: str | Path) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:
+    """The published index, its account ids and manifest; the checksum is verified."""
+    pointer = read_pointer(root)
+    if not pointer or not pointer["current"]:
+        raise InputError("no index has been published", path=str(root))
+    folder = Path(root) / pointer["current"]
+    manifest = read_manifest(root, pointer["current"])
+    if sha256(folder / INDEX_FILE) != manifest["sha256"]:
+        raise InputError(
+            "index file does not match its manifest checksum", path=str(folder / INDEX_FILE)
+        )
+    return (faiss.read_index(str(folder / INDEX_FILE)), np.load(folder / IDS_FILE), manifest)

@@ -1,0 +1,77 @@
+"""Index factory, tuning to a target recall, manifests, atomic publish and rollback."""
+
+import numpy as np
+import pytest
+
+from followrec.errors import InputError
+from indexing.factory import build, build_tuned, choose, recall_against_exact
+from indexing.store import load_published, publish, read_pointer, rollback, write_version
+
+
+def clustered(n, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_factory_picks_by_corpus_size():
+    assert choose(10_000).kind == "flat"
+    assert choose(1_000_000).kind == "hnsw"
+    assert choose(5_000_000).kind == "ivf"
+    assert choose(10, "ivf").params["nlist"] >= 1
+    with pytest.raises(InputError, match="index.kind"):
+        choose(10, "annoy")
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_tuning_reaches_the_target_recall(kind):
+    items, queries = clustered(20_000), clustered(200, seed=1)
+    index, choice, recall = build_tuned(items, queries, 0.95, k=100, kind=kind)
+    assert choice.kind == kind
+    assert recall >= 0.95
+    assert recall == pytest.approx(recall_against_exact(index, items, queries, 100))
+    assert ("ef_search" if kind == "hnsw" else "nprobe") in choice.params
+
+
+def test_exact_index_has_recall_one():
+    items, queries = clustered(500), clustered(20, seed=2)
+    index, choice, recall = build_tuned(items, queries, 0.99)
+    assert choice.kind == "flat" and recall == 1.0
+
+
+def test_versions_publish_atomically_and_roll_back(tmp_path):
+    items = clustered(300)
+    for version in ("model-v1", "model-v2"):
+        write_version(
+            tmp_path,
+            version,
+            build(choose(300), items),
+            np.arange(300),
+            {"schema_hash": "abc", "ann_recall_at_100": 1.0},
+        )
+    assert read_pointer(tmp_path) is None  # written is not published
+    publish(tmp_path, "model-v1")
+    publish(tmp_path, "model-v2")
+    index, ids, manifest = load_published(tmp_path)
+    assert manifest["version"] == "model-v2" and manifest["count"] == 300
+    assert index.ntotal == 300 and ids.tolist() == list(range(300))
+    assert rollback(tmp_path) == "model-v1"
+    assert load_published(tmp_path)[2]["version"] == "model-v1"
+    with pytest.raises(InputError, match="no previous index"):
+        rollback(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_tampered_index_is_refused(tmp_path):
+    write_version(tmp_path, "v1", build(choose(100), clustered(100)), np.arange(100), {})
+    publish(tmp_path, "v1")
+    (tmp_path / "v1" / "index.faiss").write_bytes(b"corrupt")
+    with pytest.raises(InputError, match="checksum"):
+        load_published(tmp_path)
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    with pytest.raises(TypeError):  # not a FAISS index: fails half-way through the write
+        write_version(tmp_path, "v1", object(), np.arange(3), {})
+    assert list(tmp_path.iterdir()) == []
