@@ -15,12 +15,13 @@ import numpy as np
 from evaluation.baselines import GraphContext, run_sources
 from evaluation.metrics import Relevance, evaluate_recommendations, popularity_percentile
 from evaluation.plots import training_plot
-from evaluation.report import atomic_write, table, write_report
+from evaluation.report import table, write_report
 from evaluation.tracking import MODEL_NAME, Tracker, flat_metrics, tracking_uri
 from features.contract import Dataset
 from features.ingest import load_dataset
 from features.split import Split, split_dataset
 from features.transforms import ACTIVITY_LABELS, activity_bucket, encode, fit_vocabulary
+from followrec.atomic import atomic_write
 from followrec.config import Config
 from followrec.errors import InputError
 

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
+from followrec.atomic import atomic_write
 
-def _save(fig: Any, path: Path) -> Path:
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a figure as PNG in one rename and close it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp.name, path)
+    atomic_write(path, buffer.getvalue())
     return path
+
+
+def recall_plot(report: dict[str, Any], path: Path) -> Path:
+    """Recall@K against K, one line per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = report["ks"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, metrics in report["sources"].items():
+        ax.plot(ks, [metrics[f"recall@{k}"] for k in ks], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.set_title(f"Recall@K on {report['dataset']['name']} (holdout follows)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def training_plot(history: list[dict[str, float]], title: str, path: Path) -> Path:
@@ -37,4 +60,4 @@ def training_plot(history: list[dict[str, float]], title: str, path: Path) -> Pa
     ax.set_title(f"{title}: loss and validation recall")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from evaluation.plots import recall_plot
+from followrec.atomic import atomic_write
 
 HEADLINE = (
     "recall@10",
@@ -20,19 +21,6 @@ HEADLINE = (
     "coverage@100",
     "popularity_percentile@100",
 )
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write a file so a reader sees the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def table(report: dict[str, Any], columns: tuple[str, ...] = HEADLINE) -> str:
@@ -89,32 +77,6 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def recall_plot(report: dict[str, Any], path: Path) -> None:
-    """Recall@K against K, one line per source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = report["ks"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, metrics in report["sources"].items():
-        ax.plot(ks, [metrics[f"recall@{k}"] for k in ks], marker="o", label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("K")
-    ax.set_ylabel("Recall@K")
-    ax.set_title(f"Recall@K on {report['dataset']['name']} (holdout follows)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
-    plt.close(fig)
-    os.replace(tmp.name, path)
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:

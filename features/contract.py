@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from followrec.atomic import atomic_dir
 from followrec.errors import InputError
 
 # Required columns per table and the check each must pass. Unknown columns are kept.
@@ -124,37 +122,19 @@ def validate_contract(ds: Dataset, source: str = "<memory>") -> None:
             )
 
 
-def _atomic_dir(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-
-
 def write_dataset(ds: Dataset, out_dir: str | Path) -> Path:
     """Write the contract tables as Parquet; the folder appears complete or not at all."""
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir)
-    try:
-        pq.write_table(
-            pa.Table.from_pandas(ds.accounts, preserve_index=False), tmp / "accounts.parquet"
-        )
-        pq.write_table(
-            pa.Table.from_pandas(ds.follows, preserve_index=False), tmp / "follows.parquet"
-        )
-        if ds.engagements is not None:
-            pq.write_table(
-                pa.Table.from_pandas(ds.engagements, preserve_index=False),
-                tmp / "engagements.parquet",
-            )
+    with atomic_dir(out_dir) as tmp:
+        tables = {"accounts": ds.accounts, "follows": ds.follows, "engagements": ds.engagements}
+        for name, frame in tables.items():
+            if frame is not None:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                pq.write_table(table, tmp / f"{name}.parquet")
         meta = {"name": ds.name, "load_report": ds.load_report, "feature_kinds": ds.feature_kinds}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, default=str))
         if ds.truth:
             np.savez_compressed(tmp / "truth.npz", **ds.truth)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

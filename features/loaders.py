@@ -7,6 +7,7 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,26 @@ HEADER_NAMES = {
 }  # fmt: skip
 ID_COLUMN_NAMES = ("id", "account_id", "node_id", "node", "user_id", "new_id")
 COMMENT_PREFIXES = ("#", "%")
+
+
+def fail_at_first(
+    bad: np.ndarray,
+    reason: str,
+    *,
+    path: str | Path,
+    field: str,
+    values: pd.Series | np.ndarray | None = None,
+    line_of: Callable[[int], int] = lambda row: row + 2,
+) -> None:
+    """Raise naming the first row where `bad` holds (by default: CSV with a header line)."""
+    bad = np.asarray(bad)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    value = None
+    if values is not None:
+        value = values.iloc[row] if isinstance(values, pd.Series) else values[row].item()
+    raise InputError(reason, path=str(path), line=line_of(row), field=field, value=value)
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -102,15 +123,9 @@ def load_twitch(root: str | Path, languages: tuple[str, ...] | None = None) -> D
             unknown = (
                 (ids < 0) | (ids >= len(lookup)) | (lookup[np.clip(ids, 0, len(lookup) - 1)] < 0)
             )
-            if unknown.any():
-                row = int(np.argmax(unknown))
-                raise InputError(
-                    "id not in the target file",
-                    path=str(edges_path),
-                    line=row + 2,
-                    field=name,
-                    value=int(ids[row]),
-                )
+            fail_at_first(
+                unknown, "id not in the target file", path=edges_path, field=name, values=ids
+            )
         edge_parts.append(np.stack([lookup[src], lookup[dst]], axis=1))
         offset += len(local)
 
@@ -143,11 +158,9 @@ def _read_csv_checked(path: Path, columns: list[str]) -> pd.DataFrame:
         if col not in frame.columns:
             raise InputError("missing column", path=str(path), line=1, field=col)
     for col in columns:
-        if frame[col].isna().any():
-            row = int(np.argmax(frame[col].isna().to_numpy()))
-            raise InputError(
-                "empty value (truncated file?)", path=str(path), line=row + 2, field=col
-            )
+        fail_at_first(
+            frame[col].isna().to_numpy(), "empty value (truncated file?)", path=path, field=col
+        )
     return frame
 
 
@@ -248,27 +261,38 @@ def read_edgelist(
         raise InputError("no edges: the file has a header but no rows", path=str(path))
     row_offset = 1 if has_header else 0
 
-    def fail(row: int, field: str, reason: str, value: object = None) -> None:
-        lines = _data_lines(text)
-        raise InputError(
-            reason, path=str(path), line=lines[row + row_offset], field=field, value=value
-        )
+    def line_of(row: int) -> int:  # only called on the error path
+        return _data_lines(text)[row + row_offset]
 
     for col, label in (("source", "follower"), ("target", "followee")):
-        missing = frame[col].isna().to_numpy()
-        if missing.any():
-            fail(int(np.argmax(missing)), label, "missing value (truncated line?)")
+        fail_at_first(
+            frame[col].isna().to_numpy(),
+            "missing value (truncated line?)",
+            path=path,
+            field=label,
+            line_of=line_of,
+        )
     ts = np.full(len(frame), np.nan)
     if "timestamp" in frame.columns:
         raw_ts = frame["timestamp"]
         ts = pd.to_numeric(raw_ts, errors="coerce").to_numpy(dtype=float)
-        bad = np.isnan(ts) & raw_ts.notna().to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            fail(row, "timestamp", "not a number (expected Unix seconds)", raw_ts.iloc[row])
+        fail_at_first(
+            np.isnan(ts) & raw_ts.notna().to_numpy(),
+            "not a number (expected Unix seconds)",
+            path=path,
+            field="timestamp",
+            values=raw_ts,
+            line_of=line_of,
+        )
         missing = raw_ts.isna().to_numpy()
-        if missing.any() and not missing.all():
-            fail(int(np.argmax(missing)), "timestamp", "missing while other rows have one")
+        if not missing.all():
+            fail_at_first(
+                missing,
+                "missing while other rows have one",
+                path=path,
+                field="timestamp",
+                line_of=line_of,
+            )
     out = pd.DataFrame(
         {
             "source": frame["source"].str.strip(),
@@ -361,20 +385,15 @@ def read_node_attributes(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]
     frame = frame.rename(columns={id_col: "external_id"})
     frame.columns = [c.strip() for c in frame.columns]
     ids = frame["external_id"]
-    if ids.isna().any():
-        row = int(np.argmax(ids.isna().to_numpy()))
-        raise InputError("empty id", path=str(path), line=row + 2, field=id_col)
+    fail_at_first(ids.isna().to_numpy(), "empty id", path=path, field=id_col)
     frame["external_id"] = ids.str.strip()
-    dup = frame["external_id"].duplicated().to_numpy()
-    if dup.any():
-        row = int(np.argmax(dup))
-        raise InputError(
-            "id appears twice (one row per id)",
-            path=str(path),
-            line=row + 2,
-            field=id_col,
-            value=frame["external_id"].iloc[row],
-        )
+    fail_at_first(
+        frame["external_id"].duplicated().to_numpy(),
+        "id appears twice (one row per id)",
+        path=path,
+        field=id_col,
+        values=frame["external_id"],
+    )
     kinds: dict[str, str] = {}
     for col in frame.columns:
         if col == "external_id":
@@ -387,16 +406,13 @@ def read_node_attributes(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]
                 frame[col] = pd.to_datetime(numeric, unit="s", utc=True)
             else:
                 parsed = pd.to_datetime(frame[col], utc=True, errors="coerce")
-                bad = parsed.isna().to_numpy() & frame[col].notna().to_numpy()
-                if bad.any():
-                    row = int(np.argmax(bad))
-                    raise InputError(
-                        "not a date or Unix seconds",
-                        path=str(path),
-                        line=row + 2,
-                        field=col,
-                        value=frame[col].iloc[row],
-                    )
+                fail_at_first(
+                    parsed.isna().to_numpy() & frame[col].notna().to_numpy(),
+                    "not a date or Unix seconds",
+                    path=path,
+                    field=col,
+                    values=frame[col],
+                )
                 frame[col] = parsed
         elif (
             len(values)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
+from followrec.atomic import atomic_dir, atomic_write
 from followrec.errors import InputError
 
 INDEX_FILE = "index.faiss"
@@ -39,11 +37,8 @@ def write_version(
     manifest: dict[str, Any],
 ) -> Path:
     """Write root/<version>/ (index, ids, manifest with checksum) in one rename."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / version
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
-    try:
+    target = Path(root) / version
+    with atomic_dir(target) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         np.save(tmp / IDS_FILE, np.asarray(account_ids, dtype=np.int64))
         full = {
@@ -55,20 +50,12 @@ def write_version(
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
 def _write_pointer(root: Path, pointer: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".pointer.", dir=root)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(pointer, fh, indent=2)
-    os.replace(tmp, root / POINTER)  # readers see the old or the new pointer, never half
+    # Readers see the old or the new pointer, never half of one.
+    atomic_write(root / POINTER, json.dumps(pointer, indent=2))
 
 
 def read_pointer(root: str | Path) -> dict[str, Any] | None:

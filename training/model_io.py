@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from followrec.atomic import atomic_dir
 from training.towers import TwoTower
 from training.train import TrainedModel
 
@@ -21,9 +19,7 @@ def save_model_dir(trained: TrainedModel, path: str | Path) -> Path:
     """Write state_dict.pt and model.json (schema + hash, spec, vocabularies, statistics,
     training config, history); the folder appears complete or not at all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         torch.save(trained.model.state_dict(), tmp / STATE)
         meta = {
             "schema": trained.schema,
@@ -36,12 +32,6 @@ def save_model_dir(trained: TrainedModel, path: str | Path) -> Path:
             "history": trained.history,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

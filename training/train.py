@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +23,7 @@ from features.contract import Dataset
 from features.spec import TowerSpec, build_schema, load_spec
 from features.split import Split, per_user_holdout
 from features.transforms import FeatureTables, build_features
+from followrec.atomic import atomic_write
 from followrec.config import Config, SplitConfig, TrainConfig
 from followrec.errors import InputError
 from training.data import TowerTensors, fit_dense_stats, tower_tensors
@@ -133,10 +134,9 @@ def config_hash(payload: dict[str, Any]) -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def train_two_tower(
