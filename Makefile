@@ -7,7 +7,10 @@ OUT ?= runs/twitch
 # The CPU build of torch lies on this machine's disk; without it pip would fetch a CUDA build.
 export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 
-.PHONY: help install run test lint bench clean
+AIRFLOW_HOME ?= $(CURDIR)/runs/airflow-home
+CONF ?= {}
+
+.PHONY: help install run dag-training test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -22,6 +25,13 @@ install: $(STAMP)  ## create the virtualenv with the pinned versions (constraint
 
 run: install  ## the main job: evaluate every candidate source on the Twitch platform
 	$(BIN)/followrec evaluate --dataset twitch --out $(OUT)
+
+dag-training: install  ## run the followrec_training DAG under Airflow (SQLite, in-process); CONF='{"epochs": 2}'
+	AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow db migrate > /dev/null
+	AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow dags test followrec_training -c '$(CONF)'
+	$(BIN)/followrec status --run runs/airflow
 
 test: install  ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest

@@ -22,7 +22,7 @@ from features.ingest import load_dataset
 from features.split import Split, split_dataset
 from features.transforms import ACTIVITY_LABELS, activity_bucket, encode, fit_vocabulary
 from followrec.atomic import atomic_write
-from followrec.config import Config
+from followrec.config import Config, save_config
 from followrec.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, An
     ds = load_dataset(cfg, progress=progress)
     split = split_dataset(ds, cfg.split)
     users = eval_users(split, cfg)
+    save_config(cfg, out_dir / "config.yaml")  # inputs are valid; the registry steps reread it
     uri = tracking_uri(cfg.mlflow.tracking_uri, out_dir) if cfg.mlflow.enabled else ""
     result: dict[str, Any] = {}
     with Tracker(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from followrec.config import Config, load_config, save_config
+from followrec.config import Config, load_config
 from followrec.errors import InputError
 
 DESCRIPTION = """\
@@ -186,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             from evaluation import evaluate
 
             result = evaluate.run(cfg, args.out, progress=progress)
-            save_config(cfg, f"{args.out}/config.yaml")
             print(result["table"])
             print(f"\nreport: {result['report_uri']}")
             if "mlflow_run_id" in result:

@@ -278,4 +278,6 @@ def load_config(
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML beside an artifact."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from followrec.atomic import atomic_write
+
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,41 @@
+"""DagBag integrity: imports, no cycles, docs, tags, retries, and each task maps to a CLI step."""
+
+import textwrap
+
+from followrec.cli import build_parser
+from followrec.steps import TASK_COMMANDS
+from tests.dags.conftest import DAGS, run_python
+
+LOAD = textwrap.dedent(f"""
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag({str(DAGS)!r})
+    out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": {{}}}}
+    for dag_id, dag in bag.dags.items():
+        dag.check_cycle() if hasattr(dag, "check_cycle") else None
+        out["dags"][dag_id] = {{
+            "tags": sorted(dag.tags), "doc": bool(dag.doc_md),
+            "params": sorted(dag.params.keys()),
+            "tasks": {{t.task_id: t.retries for t in dag.tasks}},
+            "order": [t.task_id for t in dag.topological_sort()]
+                     if hasattr(dag, "topological_sort") else None,
+        }}
+    print(json.dumps(out))
+""")
+
+
+def test_dags_import_cleanly_with_docs_tags_retries_and_cli_steps(airflow_env):
+    bag = run_python(airflow_env, LOAD)
+    assert bag["errors"] == {}
+    assert "followrec_training" in bag["dags"]
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    for dag_id, info in bag["dags"].items():
+        assert info["doc"], dag_id
+        assert "followrec" in info["tags"], dag_id
+        for task_id, retries in info["tasks"].items():
+            assert retries >= 1, (dag_id, task_id)
+            assert TASK_COMMANDS[task_id] in commands, task_id
+    training = bag["dags"]["followrec_training"]
+    assert {"dataset", "epochs", "floor_recall_at_100", "target_ann_recall"} <= set(
+        training["params"]
+    )
