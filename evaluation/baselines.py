@@ -64,7 +64,7 @@ class GraphContext:
         return self._percentile
 
 
-def _first_k_valid(cand: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+def first_k_valid(cand: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     """Per row, the first k candidates where valid, in order, padded with -1."""
     rank = np.cumsum(valid, axis=1) - 1
     take = valid & (rank < k)
@@ -90,7 +90,7 @@ def _rank_lists(ctx: GraphContext, users: np.ndarray, ranked: np.ndarray, k: int
         has_self = self_pos >= 0
         excluded[np.flatnonzero(has_self), self_pos[has_self]] = True
         cand = np.broadcast_to(ranked, excluded.shape)
-        out[lo : lo + len(u)] = _first_k_valid(cand, ~excluded, k)
+        out[lo : lo + len(u)] = first_k_valid(cand, ~excluded, k)
     return out
 
 
@@ -236,7 +236,7 @@ def als(ctx: GraphContext, users: np.ndarray, k: int, cfg: BaselineConfig) -> np
         )
     ids = np.asarray(ids, dtype=np.int64)
     valid = (ids >= 0) & (ids != users[:, None])
-    return _first_k_valid(ids, valid, k)
+    return first_k_valid(ids, valid, k)
 
 
 def round_robin(lists: list[np.ndarray], k: int) -> np.ndarray:
@@ -248,7 +248,7 @@ def round_robin(lists: list[np.ndarray], k: int) -> np.ndarray:
     dup_sorted = np.zeros_like(sorted_vals, dtype=bool)
     dup_sorted[:, 1:] = sorted_vals[:, 1:] == sorted_vals[:, :-1]
     np.put_along_axis(repeat, order, dup_sorted, axis=1)
-    return _first_k_valid(stacked, (stacked >= 0) & ~repeat, k)
+    return first_k_valid(stacked, (stacked >= 0) & ~repeat, k)
 
 
 SOURCES: dict[str, Callable[..., np.ndarray]] = {

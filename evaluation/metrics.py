@@ -71,6 +71,19 @@ def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[s
     }
 
 
+def mean_recall(
+    recs: np.ndarray,
+    users: np.ndarray,
+    holdout: pd.DataFrame,
+    n_accounts: int,
+    k: int | None = None,
+) -> float:
+    """Mean Recall@k (default: all of recs) of `users` (sorted) against holdout rows."""
+    relevance = Relevance.from_holdout(holdout, users, n_accounts)
+    k = recs.shape[1] if k is None else k
+    return float(per_user_metrics(relevance.hits(recs), relevance.n_relevant, k)["recall"].mean())
+
+
 def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
     """Per account, the share of accounts strictly less popular (0 = least, ~1 = most)."""
     order = np.sort(popularity)

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from evaluation.baselines import first_k_valid
 from features.contract import Dataset
 from features.split import Split
 from features.transforms import FeatureTables, build_features
@@ -60,11 +61,7 @@ class Retriever:
             pos = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
             if len(keys):
                 banned |= keys[pos] == probe
-            valid = ~banned
-            rank = np.cumsum(valid, axis=1) - 1
-            take = valid & (rank < k)
-            r = np.broadcast_to(rows[:, None], cand.shape)
-            out[r[take], rank[take]] = cand[take]
+            out[rows] = first_k_valid(cand, ~banned, k)
         return out
 
     def rerank(self, users: np.ndarray, recs: np.ndarray) -> np.ndarray:

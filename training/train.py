@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
+from evaluation.metrics import mean_recall
 from features.contract import Dataset
 from features.spec import TowerSpec, build_schema, load_spec
 from features.split import Split, per_user_holdout
@@ -112,18 +112,6 @@ def exact_top_k(
         scores.masked_fill_(banned, float("-inf"))
         out[lo : lo + len(u)] = torch.topk(scores, k, dim=1).indices.numpy()
     return out
-
-
-def recall_at(recs: np.ndarray, users: np.ndarray, relevant: pd.DataFrame, n: int) -> float:
-    """Mean recall of recs over users against (follower_id, followee_id) rows."""
-    keys = np.unique(
-        relevant["follower_id"].to_numpy() * np.int64(n) + relevant["followee_id"].to_numpy()
-    )
-    probe = users[:, None] * np.int64(n) + recs
-    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
-    hits = (keys[pos] == probe).sum(axis=1)
-    counts = np.bincount(keys // n, minlength=n)[users]
-    return float((hits / np.maximum(counts, 1)).mean())
 
 
 def config_hash(payload: dict[str, Any]) -> str:
@@ -286,7 +274,7 @@ def train_two_tower(
         user_emb = encode(model.consumer, consumer_t, val_users)
         item_emb = encode(model.producer, producer_t)
         recs = exact_top_k(user_emb, item_emb, val_users, follows, 100)
-        metric = recall_at(recs, val_users, val, n)
+        metric = mean_recall(recs, val_users, val, n)
         record = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
