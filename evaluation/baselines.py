@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from features.transforms import follow_matrix
 from followrec.config import BaselineConfig
 from followrec.errors import InputError
 
@@ -37,11 +38,7 @@ class GraphContext:
         cls, train: pd.DataFrame, n: int, segment: np.ndarray, progress: bool = True
     ) -> GraphContext:
         """Build from training follow rows."""
-        rows = train["follower_id"].to_numpy()
-        cols = train["followee_id"].to_numpy()
-        matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
+        matrix = follow_matrix(train, n)
         popularity = np.asarray(matrix.sum(axis=0)).ravel()
         return cls(
             follows=matrix, popularity=popularity, segment=np.asarray(segment), progress=progress

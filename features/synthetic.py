@@ -14,8 +14,7 @@ from tqdm import tqdm
 from features.bags import csr_to_bag
 from features.contract import Dataset, validate_contract
 from features.loaders import _finish_follows
-from followrec.config import SyntheticConfig
-from followrec.errors import InputError
+from followrec.config import SyntheticConfig, require
 
 OWN_TOPIC_SHARE = 0.7  # share of direct follows drawn from the user's own topics
 START = pd.Timestamp("2020-01-01", tz="UTC")
@@ -49,9 +48,7 @@ def _check(cfg: SyntheticConfig) -> None:
         "synthetic.popularity_exponent": cfg.popularity_exponent > 0,
         "synthetic.engagements_per_follow": cfg.engagements_per_follow >= 0,
     }
-    for field, ok in checks.items():
-        if not ok:
-            raise InputError("out of range", field=field, value=getattr(cfg, field.split(".")[1]))
+    require(checks, cfg, "out of range")
 
 
 def generate(cfg: SyntheticConfig, progress: bool = True) -> Dataset:

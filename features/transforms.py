@@ -54,10 +54,14 @@ def follow_count_bucket(counts: np.ndarray) -> np.ndarray:
     return np.minimum(buckets, MAX_COUNT_BUCKET).astype(np.int64)
 
 
-def _follow_matrix(follows: pd.DataFrame, n: int) -> sp.csr_matrix:
+def follow_matrix(follows: pd.DataFrame, n: int) -> sp.csr_matrix:
+    """Binary (follower x followee) CSR matrix with sorted column indices."""
     rows = follows["follower_id"].to_numpy()
     cols = follows["followee_id"].to_numpy()
-    return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def _history_bags(follows: pd.DataFrame, n: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +121,7 @@ def build_features(
     lang = encode(accounts["language"], vocab["language"])
     country = encode(accounts["country"], vocab["country"])
 
-    follow_m = _follow_matrix(train_follows, n)
+    follow_m = follow_matrix(train_follows, n)
     follow_count = np.asarray(follow_m.sum(axis=1)).ravel().astype(np.int64)
     follower_count = np.asarray(follow_m.sum(axis=0)).ravel().astype(np.int64)
     hist_ptr, hist_ids = _history_bags(train_follows, n, cfg.max_history)

@@ -276,6 +276,13 @@ def load_config(
     return _build(Config, tree, "")
 
 
+def require(checks: dict[str, bool], section: Any, reason: str) -> None:
+    """Raise naming the first `section.key` whose check failed, with its value."""
+    for key, ok in checks.items():
+        if not ok:
+            raise InputError(reason, field=key, value=getattr(section, key.split(".")[-1]))
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML beside an artifact."""
     from followrec.atomic import atomic_write

@@ -13,8 +13,7 @@ import torch
 from evaluation.baselines import first_k_valid
 from features.contract import Dataset
 from features.split import Split
-from features.transforms import FeatureTables, build_features
-from followrec.config import FeatureConfig
+from features.transforms import FeatureTables, follow_matrix
 from training.train import TrainedModel, encode
 
 
@@ -87,24 +86,16 @@ def two_tower_recommendations(
     split: Split,
     users: np.ndarray,
     k: int,
-    features: FeatureConfig,
-) -> tuple[np.ndarray, float, FeatureTables]:
-    """Recommendations for `users` from features of all training follows (`retrieval`, and
-    `rerank` when the model has an interaction head), the seconds spent building features,
-    encoding and searching, and the feature tables."""
+    tables: FeatureTables,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Recommendations for `users` from the feature tables of all training follows
+    (`retrieval`, and `rerank` when the model has an interaction head), and the seconds spent
+    encoding and searching."""
     started = time.perf_counter()
-    tables = build_features(
-        ds.accounts, split.train, split.train_engagements, features, ds.feature_kinds
-    )
-    n = ds.n_accounts
-    rows = split.train["follower_id"].to_numpy()
-    cols = split.train["followee_id"].to_numpy()
-    follows = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
-    follows.sum_duplicates()
-    follows.sort_indices()
+    follows = follow_matrix(split.train, ds.n_accounts)
     with torch.no_grad():
         retriever = Retriever.build(trained, tables, follows)
         recs = {"retrieval": retriever.recommend(users, k)}
         if trained.model.interaction is not None:
             recs["rerank"] = retriever.rerank(users, recs["retrieval"])
-    return recs, time.perf_counter() - started, tables
+    return recs, time.perf_counter() - started

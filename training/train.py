@@ -24,8 +24,7 @@ from features.spec import TowerSpec, build_schema, load_spec
 from features.split import Split, per_user_holdout
 from features.transforms import FeatureTables, build_features
 from followrec.atomic import atomic_write
-from followrec.config import Config, SplitConfig, TrainConfig
-from followrec.errors import InputError
+from followrec.config import Config, SplitConfig, TrainConfig, require
 from training.data import TowerTensors, fit_dense_stats, tower_tensors
 from training.objectives import FollowIndex, in_batch_softmax, pointwise_logistic, sampling_log_q
 from training.towers import TwoTower
@@ -79,9 +78,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
         "train.sparse_ids": cfg.sparse_ids in ("auto", "always", "never"),
     }
-    for key, ok in checks.items():
-        if not ok:
-            raise InputError("invalid value", field=key, value=getattr(cfg, key.split(".")[1]))
+    require(checks, cfg, "invalid value")
 
 
 @torch.no_grad()
@@ -92,9 +89,10 @@ def encode(
     if rows is None:
         rows = np.arange(tensors.n_rows)
     rows_t = torch.as_tensor(rows, dtype=torch.long)
+    was_training = tower.training
     tower.eval()
     parts = [tower(tensors.batch(rows_t[lo : lo + batch])) for lo in range(0, len(rows_t), batch)]
-    tower.train()
+    tower.train(was_training)
     return torch.cat(parts) if parts else torch.empty(0)
 
 

@@ -30,6 +30,12 @@ def small_config(**train):
     return Config(train=TrainConfig(**base))
 
 
+def full_tables(ds, split):
+    from features.transforms import build_features
+
+    return build_features(ds.accounts, split.train, None, Config().features)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     ds = generate(SyntheticConfig(n_accounts=1500, mean_follows=12, seed=3), progress=False)
@@ -42,7 +48,9 @@ def test_ten_steps_beat_random_retrieval(tiny, sparse_ids):
     cfg = small_config(max_steps=10, sparse_ids=sparse_ids)
     trained = train_two_tower(ds, split, cfg, progress=False)
     users = split.eval_users()
-    recs = two_tower_recommendations(trained, ds, split, users, 100, cfg.features)[0]["retrieval"]
+    recs = two_tower_recommendations(trained, ds, split, users, 100, full_tables(ds, split))[0][
+        "retrieval"
+    ]
     model_recall = mean_recall(recs, users, split.holdout, ds.n_accounts)
     rng = np.random.default_rng(0)
     random_recs = np.stack([rng.choice(ds.n_accounts, 100, replace=False) for _ in users])
@@ -97,6 +105,7 @@ def test_save_and_load_give_the_same_embeddings(tiny, tmp_path):
     a = encode(trained.model.consumer, trained.tensors(tables)[0], np.arange(50))
     b = encode(loaded.model.consumer, loaded.tensors(tables)[0], np.arange(50))
     assert torch.allclose(a, b)
+    assert not loaded.model.consumer.training  # encoding leaves an eval model in eval
 
 
 RESUME_SCRIPT = textwrap.dedent("""
@@ -150,7 +159,7 @@ def test_interaction_head_reranks_the_retrieved_candidates(tiny):
     cfg = small_config(max_steps=10, interaction_head=True)
     trained = train_two_tower(ds, split, cfg, progress=False)
     users = split.eval_users()[:50]
-    recs = two_tower_recommendations(trained, ds, split, users, 20, cfg.features)[0]
+    recs = two_tower_recommendations(trained, ds, split, users, 20, full_tables(ds, split))[0]
     assert set(recs) == {"retrieval", "rerank"}
     for a, b in zip(recs["retrieval"], recs["rerank"]):
         assert sorted(a.tolist()) == sorted(b.tolist())  # same candidates, new order
