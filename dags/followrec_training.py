@@ -1,66 +1,77 @@
-"""followrec_training: train the two-tower model, score it against every narrow source, then
-index, validate, gate and promote it. Wiring only: each task is one call into followrec.steps."""
+"""followrec_training: fetch the training set from Feast, train the two-tower model, score
+it against every narrow source, gate it, build and validate its index, promote it. Runs when
+followrec_features updates its Asset, or when triggered. Wiring only: each task is one call
+into followrec.steps."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
 DOC = """
 ### followrec_training
 
-| task | what it does | same step on the CLI |
+| task | what it does | CLI |
 |---|---|---|
-| `evaluate` | load + split the graph, train the two-tower variants (MLflow nested runs, model registered as `followrec-two-tower`), score them and every narrow source; writes `report.json` | `followrec evaluate` |
-| `promote` | build the producer index (factory: exact/HNSW/IVF), check its ANN recall, gate against the champion and the floors, move the `champion` alias and publish the index, or leave both as they were | `followrec promote --run OUT` |
+| `training_set` | `get_historical_features` for every user and account at the snapshot time (point-in-time join) into `RUN/training_set` | `followrec step training_set` |
+| `train` | train the two-tower variants (MLflow nested runs, checkpoints; a retry resumes) | `followrec step train` |
+| `evaluate` | score the models on the training set and every narrow source; `report.json`; register `followrec-two-tower` with metrics and feature services as tags | `followrec step evaluate` |
+| `gate` | beat the `champion` alias and the floors on Recall@100 and MAP@100; a rejection is tagged and the index tasks do nothing | `followrec step gate` |
+| `build_index` | encode every producer; the factory picks exact/HNSW/IVF for the target ANN recall | `followrec step build_index` |
+| `validate_index` | checksum, count, dimension, ANN recall, smoke search | `followrec step validate_index` |
+| `promote` | move `champion` (old one kept as `previous_champion`) and publish the index together | `followrec step promote` |
 
-Set the Params when triggering: dataset, languages, epochs, K values, floors, target ANN
-recall, output folder and tracking URI. `extra_settings` takes any `section.key=value`.
+Params: the run folder (the one followrec_features filled), epochs, K values, variants,
+floors, target ANN recall, tracking URI, extra settings. Re-running a run is idempotent.
 """
 
 
 @dag(
     dag_id="followrec_training",
-    schedule=None,
+    schedule=[Asset(name="followrec_features", uri="file:///followrec/features")],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    tags=["followrec", "training"],
+    tags=["followrec", "training", "mlflow"],
     doc_md=DOC,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
     params={
-        "dataset": Param("twitch", enum=["twitch", "edgelist", "synthetic", "parquet"]),
-        "twitch_languages": Param(["DE", "ENGB", "ES", "FR", "PTBR", "RU"], type="array"),
-        "edges": Param("", type="string", description="edge-list file (dataset=edgelist)"),
+        "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
         "epochs": Param(8, type="integer", minimum=1),
         "ks": Param([10, 50, 100, 200], type="array"),
+        "variants": Param(["two_tower"], type="array", description="two-tower variants"),
         "floor_recall_at_100": Param(0.0, type="number", minimum=0, maximum=1),
         "floor_map_at_100": Param(0.0, type="number", minimum=0, maximum=1),
         "target_ann_recall": Param(0.95, type="number", minimum=0, maximum=1),
-        "out_dir": Param("runs/airflow", type="string"),
-        "tracking_uri": Param("", type="string", description="default: OUT/mlflow.db"),
+        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
         "extra_settings": Param([], type="array", description="section.key=value items"),
     },
 )
 def followrec_training() -> None:
-    """Train and evaluate, then promote."""
+    """Training set -> model -> gate -> index -> champion."""
 
-    @task
-    def evaluate(**context) -> dict:  # noqa: ANN003
-        """Train + score every source (followrec evaluate)."""
-        from followrec import steps
+    def step(name: str):  # noqa: ANN202
+        @task(task_id=name)
+        def run(**context) -> dict:  # noqa: ANN003
+            from followrec import steps
 
-        return steps.evaluate(context["params"])
+            return steps.run(name, context["params"])
 
-    @task
-    def promote(evaluated: dict, **context) -> dict:  # noqa: ANN003
-        """Index, validate, gate, promote (followrec promote)."""
-        from followrec import steps
+        return run()
 
-        return steps.promote(context["params"])
-
-    promote(evaluate())
+    names = [
+        "training_set",
+        "train",
+        "evaluate",
+        "gate",
+        "build_index",
+        "validate_index",
+        "promote",
+    ]
+    chain = [step(name) for name in names]
+    for upstream, downstream in zip(chain, chain[1:]):
+        upstream >> downstream
 
 
 followrec_training()

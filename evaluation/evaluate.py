@@ -126,16 +126,12 @@ def train_variant(
     split: Split,
     cfg: Config,
     variant: str,
-    users: np.ndarray,
-    tables: tuple[FeatureTables, float],
     out_dir: Path,
     tracker: Tracker,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train one variant (resuming its checkpoint), save it, and recommend for `users` from
-    `tables` (features of all training follows, with the seconds they took to build)."""
+    """Train one variant (resuming its checkpoint) in a nested MLflow run and save it."""
     from training.model_io import save_model_dir
-    from training.retrieval import two_tower_recommendations
     from training.train import train_two_tower
 
     vcfg = variant_config(cfg, variant)
@@ -161,54 +157,110 @@ def train_variant(
             {"train_seconds": trained.seconds, "examples_per_second": trained.examples_per_second}
         )
         tracker.set_tags({"schema_hash": trained.schema["hash"], "variant": variant})
-        full_tables, table_seconds = tables
-        recs, seconds = two_tower_recommendations(
-            trained, ds, split, users, max(cfg.eval.ks), full_tables
-        )
-    columns = [f["name"] for f in trained.schema["consumer"]]
-    total = trained.seconds + table_seconds + seconds
-    sources = {variant: (recs["retrieval"], total)}
-    if "rerank" in recs:
-        sources[f"{variant}_rerank"] = (recs["rerank"], total)
     return {
-        "sources": sources,
         "run_id": run_id,
-        "model_dir": model_dir,
-        "trained": trained,
-        "example": full_tables.consumer[columns].head(3).reset_index(drop=True),
+        "model_dir": str(model_dir),
+        "history": trained.history,
+        "seconds": round(trained.seconds, 1),
+        "examples_per_second": round(trained.examples_per_second),
+        "schema_hash": trained.schema["hash"],
     }
 
 
-def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Load, split, train the two-tower variants, score every source; write report.json,
-    report.md and plots; log everything to MLflow and register the two-tower model."""
-    out_dir = Path(out_dir)
-    started = time.perf_counter()
+def prepare(cfg: Config, out_dir: Path, ds: Dataset | None, progress: bool) -> tuple:
+    """The dataset, its split and the evaluated users, after failing fast on bad settings."""
     for variant in cfg.eval.two_tower:
         variant_config(cfg, variant)  # fail on a bad name before any work
-    ds = load_dataset(cfg, progress=progress)
+    ds = ds if ds is not None else load_dataset(cfg, progress=progress)
     split = split_dataset(ds, cfg.split)
-    users = eval_users(split, cfg)
-    save_config(cfg, out_dir / "config.yaml")  # inputs are valid; the registry steps reread it
+    return ds, split, eval_users(split, cfg)
+
+
+def train(
+    cfg: Config, out_dir: str | Path, ds: Dataset | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train every configured two-tower variant under one parent MLflow run; writes
+    trained.json (variants, model folders, run ids) for the evaluate step."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    ds, split, _ = prepare(cfg, out_dir, ds, progress)
+    fingerprint = _fingerprint(cfg, ds)
+    done = out_dir / "trained.json"
+    if done.exists():
+        previous = json.loads(done.read_text())
+        models = [Path(v["model_dir"]) for v in previous["variants"].values()]
+        if previous.get("fingerprint") == fingerprint and all(p.exists() for p in models):
+            log.info("already trained with these settings on this data: %s", done)
+            return previous  # a re-run of this step: same models, same MLflow runs
+    save_config(cfg, out_dir / "config.yaml")  # inputs are valid; later steps reread it
     uri = tracking_uri(cfg.mlflow.tracking_uri, out_dir) if cfg.mlflow.enabled else ""
-    result: dict[str, Any] = {}
     with Tracker(
         cfg.mlflow.enabled, uri, cfg.mlflow.experiment, out_dir, f"evaluate-{ds.name}"
     ) as tracker:
         tracker.log_params(cfg.flat())
-        tables = _full_tables(ds, split, cfg) if cfg.eval.two_tower else None
-        trained = {
-            v: train_variant(ds, split, cfg, v, users, tables, out_dir, tracker, progress)
+        variants = {
+            v: train_variant(ds, split, cfg, v, out_dir, tracker, progress)
             for v in cfg.eval.two_tower
         }
-        scored = score_sources(
-            ds,
-            split,
-            cfg,
-            users,
-            progress=progress,
-            extra={name: value for t in trained.values() for name, value in t["sources"].items()},
-        )
+    trained = {
+        "dataset": ds.name,
+        "tracking_uri": uri,
+        "mlflow_run_id": tracker.run_id,
+        "variants": variants,
+        "seconds": round(time.perf_counter() - started, 1),
+        "fingerprint": fingerprint,
+    }
+    atomic_write(out_dir / "trained.json", json.dumps(trained, indent=2))
+    return trained
+
+
+def evaluate(
+    cfg: Config,
+    out_dir: str | Path,
+    ds: Dataset | None = None,
+    tables: FeatureTables | None = None,
+    progress: bool = True,
+    tags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score the trained variants (on `tables`, e.g. a Feast training set, else features
+    built here) and every narrow source; write report.json/report.md and plots; register
+    the two-tower model with its metrics as version tags."""
+    from training.model_io import load_model_dir
+    from training.retrieval import two_tower_recommendations
+
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    ds, split, users = prepare(cfg, out_dir, ds, progress)
+    trained_path = out_dir / "trained.json"
+    if cfg.eval.two_tower and not trained_path.exists():
+        raise InputError("no trained models here: run the train step first", path=str(trained_path))
+    trained = json.loads(trained_path.read_text()) if trained_path.exists() else {"variants": {}}
+    uri = trained.get("tracking_uri", "")
+    result: dict[str, Any] = {}
+    with Tracker(
+        cfg.mlflow.enabled and bool(uri),
+        uri,
+        cfg.mlflow.experiment,
+        out_dir,
+        f"evaluate-{ds.name}",
+        resume_run_id=trained.get("mlflow_run_id"),
+    ) as tracker:
+        table_seconds = 0.0
+        if tables is None and trained["variants"]:
+            tables, table_seconds = _full_tables(ds, split, cfg)
+        extra, examples = {}, {}
+        for variant, info in trained["variants"].items():
+            model = load_model_dir(info["model_dir"])
+            recs, seconds = two_tower_recommendations(
+                model, ds, split, users, max(cfg.eval.ks), tables
+            )
+            total = info["seconds"] + table_seconds + seconds
+            extra[variant] = (recs["retrieval"], total)
+            if "rerank" in recs:
+                extra[f"{variant}_rerank"] = (recs["rerank"], total)
+            columns = [f["name"] for f in model.schema["consumer"]]
+            examples[variant] = tables.consumer[columns].head(3).reset_index(drop=True)
+        scored = score_sources(ds, split, cfg, users, progress=progress, extra=extra)
         summary = split.summary()
         summary["evaluated_users"] = int(len(users))
         summary["cold_start_eval_users"] = int(split.cold_start[users].sum())
@@ -219,36 +271,39 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, An
             "sources": scored["sources"],
             "training": {
                 v: {
-                    "history": t["trained"].history,
-                    "seconds": round(t["trained"].seconds, 1),
-                    "examples_per_second": round(t["trained"].examples_per_second),
-                    "schema_hash": t["trained"].schema["hash"],
+                    k: info[k] for k in ("history", "seconds", "examples_per_second", "schema_hash")
                 }
-                for v, t in trained.items()
+                for v, info in trained["variants"].items()
             },
             "config": cfg.to_dict(),
         }
-        report["seconds"] = round(time.perf_counter() - started, 1)
+        report["seconds"] = round(time.perf_counter() - started + trained.get("seconds", 0), 1)
         paths = write_report(report, out_dir)
         for source, values in report["sources"].items():
             tracker.log_metrics(flat_metrics(f"{source}.", values))
         tracker.set_tags({"followrec.step": "evaluate", "dataset": ds.name})
         for path in paths.values():
             tracker.log_artifact(path)
-        for variant, info in trained.items():
+        for variant, info in trained["variants"].items():
             with tracker.child(variant, run_id=info["run_id"]):
                 metrics = report["sources"][variant]
                 tracker.log_metrics(flat_metrics("test_", metrics))
+                done = _registered_for(out_dir, info["run_id"])
+                if done is not None:  # a re-run of this step: keep the version it registered
+                    result["model_version"] = done
+                    result["model_name"] = MODEL_NAME
+                    continue
                 version = tracker.log_model(
-                    info["model_dir"],
-                    info["example"],
+                    Path(info["model_dir"]),
+                    examples[variant],
                     register=variant == REGISTERED_VARIANT,
                     tags={
-                        "schema_hash": info["trained"].schema["hash"],
+                        "schema_hash": info["schema_hash"],
                         "dataset": ds.name,
                         "recall_at_100": metrics.get("recall@100"),
                         "map_at_100": metrics.get("map@100"),
                         "mlflow_parent_run": tracker.run_id,
+                        **(tags or {}),
                     },
                 )
                 if version is not None:
@@ -262,14 +317,42 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, An
                                 "version": version,
                                 "variant": variant,
                                 "tracking_uri": uri,
+                                "train_run_id": info["run_id"],
                             }
                         ),
                     )
     result.update({"report_uri": str(paths["json"].resolve()), "table": table(report)})
-    if cfg.mlflow.enabled:
+    if tracker.run_id:
         result["mlflow_run_id"] = tracker.run_id
         result["tracking_uri"] = uri
     return result
+
+
+def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """`followrec evaluate`: train the two-tower variants, then score every source."""
+    ds, _, _ = prepare(cfg, Path(out_dir), None, progress)
+    train(cfg, out_dir, ds=ds, progress=progress)
+    return evaluate(cfg, out_dir, ds=ds, progress=progress)
+
+
+def _fingerprint(cfg: Config, ds: Dataset) -> str:
+    """What a training run depends on: every setting and the data's size and edges."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    digest.update(json.dumps(ds.counts(), sort_keys=True, default=str).encode())
+    for column in ("follower_id", "followee_id"):
+        digest.update(np.ascontiguousarray(ds.follows[column].to_numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _registered_for(out_dir: Path, train_run_id: str | None) -> str | None:
+    """The version already registered from this training run, if any."""
+    path = out_dir / "registered.json"
+    if train_run_id is None or not path.exists():
+        return None
+    registered = json.loads(path.read_text())
+    return str(registered["version"]) if registered.get("train_run_id") == train_run_id else None
 
 
 def _full_tables(ds: Dataset, split: Split, cfg: Config) -> tuple[FeatureTables, float]:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow import MlflowClient
 
 from evaluation.gate import decide
@@ -16,11 +17,12 @@ from evaluation.registry import rollback as registry_rollback
 from evaluation.tracking import registry_client, tracking_uri
 from features.ingest import load_dataset
 from features.split import split_dataset
-from features.transforms import build_features
+from features.transforms import FeatureTables, build_features
+from followrec.atomic import atomic_write
 from followrec.config import Config
 from followrec.errors import InputError
 from indexing.build import build_index_version
-from indexing.store import publish, read_manifest, read_pointer
+from indexing.store import load_version, publish, read_manifest, read_pointer
 from indexing.store import rollback as index_rollback
 
 
@@ -34,58 +36,199 @@ def client_for(cfg: Config, run_dir: Path) -> MlflowClient:
     return registry_client(tracking_uri(cfg.mlflow.tracking_uri, run_dir))
 
 
-def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Gate the model that `followrec evaluate --out RUN_DIR` registered."""
-    run_dir = Path(run_dir)
-    registered_path = run_dir / "registered.json"
-    if not registered_path.exists():
+def _registered(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "registered.json"
+    if not path.exists():
         raise InputError(
             "no registered model here: run `followrec evaluate` with MLflow on "
             "and the two_tower variant first",
-            path=str(registered_path),
+            path=str(path),
         )
-    registered = json.loads(registered_path.read_text())
+    return json.loads(path.read_text())
+
+
+def _floors(cfg: Config) -> dict[str, float]:
+    return {"recall@100": cfg.gate.floor_recall_at_100, "map@100": cfg.gate.floor_map_at_100}
+
+
+def gate(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """Compare the challenger's offline metrics with the champion and the floors. A rejected
+    challenger is tagged right away; the index steps then have nothing to do."""
+    run_dir = Path(run_dir)
+    registered = _registered(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     challenger = report["sources"][registered["variant"]]
     client = client_for(cfg, run_dir)
     champion = alias_version(client, CHAMPION)
     champion_metrics = version_metrics(champion) if champion is not None else None
-
-    ds = load_dataset(cfg, progress=progress)
-    split = split_dataset(ds, cfg.split)
-    tables = build_features(
-        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-    )
     version = str(registered["version"])
-    index_version = f"model-v{version}"
+    if champion is not None and str(champion.version) == version:  # a re-run of this step
+        out = {
+            "model_version": version,
+            "passed": True,
+            "already_champion": True,
+            "reasons": ["already the champion"],
+            "challenger": {m: challenger.get(m) for m in ("recall@100", "map@100")},
+            "champion_version": version,
+            "champion": champion_metrics,
+        }
+        atomic_write(run_dir / "gate.json", json.dumps(out, indent=2))
+        return out
+    # The index is judged later; here only the metric conditions count.
+    decision = decide(challenger, champion_metrics, _floors(cfg), 1.0, 0.0)
+    reasons = [r for r in decision.reasons if not r.startswith("index ANN recall")]
+    out = {
+        "model_version": version,
+        "passed": decision.promote,
+        "reasons": reasons,
+        "challenger": {m: challenger.get(m) for m in ("recall@100", "map@100")},
+        "champion_version": None if champion is None else str(champion.version),
+        "champion": champion_metrics,
+    }
+    if not decision.promote:
+        record_decision(client, version, decision.__class__(False, reasons), None)
+    atomic_write(run_dir / "gate.json", json.dumps(out, indent=2))
+    return out
+
+
+def _gate_result(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "gate.json"
+    if not path.exists():
+        raise InputError("the gate step has not run for this model", path=str(path))
+    return json.loads(path.read_text())
+
+
+def build_index(
+    cfg: Config,
+    run_dir: str | Path,
+    tables: FeatureTables | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode every producer with the challenger and write its index version (skipped when
+    the gate rejected it). `tables` defaults to features rebuilt from the run's dataset."""
+    run_dir = Path(run_dir)
+    registered = _registered(run_dir)
+    gated = _gate_result(run_dir)
+    if not gated["passed"]:
+        out = {"skipped": "gate rejected the challenger", "model_version": gated["model_version"]}
+        atomic_write(run_dir / "index.json", json.dumps(out, indent=2))
+        return out
+    if tables is None:
+        ds = load_dataset(cfg, progress=progress)
+        split = split_dataset(ds, cfg.split)
+        tables = build_features(
+            ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
+        )
+    version = str(registered["version"])
     root = index_root(cfg, run_dir)
+    if gated.get("already_champion") and (root / f"model-v{version}").exists():
+        # A re-run: the champion's published index is kept, not rebuilt under its readers.
+        manifest = {**read_manifest(root, f"model-v{version}"), "model_version": version}
+        atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
+        return manifest
     manifest = build_index_version(
         run_dir / "models" / registered["variant"],
         tables,
         root,
-        index_version,
+        f"model-v{version}",
         cfg.index.target_recall,
         cfg.index.kind,
         cfg.index.sample_users,
     )
     manifest["model_version"] = version
-    decision = decide(
-        challenger,
-        champion_metrics,
-        {"recall@100": cfg.gate.floor_recall_at_100, "map@100": cfg.gate.floor_map_at_100},
-        manifest["ann_recall_at_100"],
-        cfg.index.target_recall,
+    atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
+    return manifest
+
+
+def validate_index(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """Reload the written index (checksum), and check it against its model: every producer
+    present, the tower's dimension, ANN recall at or above the target, a search answering
+    with known ids. Writes index_validation.json."""
+    run_dir = Path(run_dir)
+    built = json.loads((run_dir / "index.json").read_text())
+    if "skipped" in built:
+        return built
+    index_version = f"model-v{built['model_version']}"
+    out = index_checks(
+        index_root(cfg, run_dir), index_version, cfg.index.target_recall, built["count"]
     )
-    promoted = record_decision(client, version, decision, index_version)
-    if promoted:
-        publish(root, index_version)
-    return {
-        "model_version": version,
-        "promoted": promoted,
-        "reasons": decision.reasons,
-        "index": manifest,
-        "published_index": (read_pointer(root) or {}).get("current"),
+    atomic_write(run_dir / "index_validation.json", json.dumps(out, indent=2))
+    return out
+
+
+def index_checks(
+    root: Path, index_version: str, target_recall: float, expected_count: int
+) -> dict[str, Any]:
+    """What an index must pass before it is published."""
+    index, account_ids, manifest = load_version(root, index_version)
+    model = json.loads((Path(manifest["model_dir"]) / "model.json").read_text())
+    dimension = model["train_config"]["output_dim"]
+    probe = np.random.default_rng(0).standard_normal((4, index.d)).astype(np.float32)
+    _, found = index.search(probe, min(10, index.ntotal))
+    checks = {
+        "count": index.ntotal == expected_count == len(account_ids),
+        "dimension": index.d == dimension,
+        "ann_recall": manifest["ann_recall_at_100"] >= target_recall,
+        "search": bool((found >= 0).all() and (found < len(account_ids)).all()),
     }
+    return {
+        "index_version": index_version,
+        "passed": all(checks.values()),
+        "checks": checks,
+        "ann_recall_at_100": manifest["ann_recall_at_100"],
+        "count": int(index.ntotal),
+        "dimension": int(index.d),
+    }
+
+
+def promote(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """The final decision: the gate's metric conditions plus the index checks. Promotion
+    moves the `champion` alias and publishes the index; otherwise neither changes."""
+    run_dir = Path(run_dir)
+    gated = _gate_result(run_dir)
+    root = index_root(cfg, run_dir)
+    version = gated["model_version"]
+    if not gated["passed"]:
+        out = {"model_version": version, "promoted": False, "reasons": gated["reasons"]}
+    elif gated.get("already_champion"):
+        out = {"model_version": version, "promoted": True, "reasons": gated["reasons"]}
+    else:
+        checked = json.loads((run_dir / "index_validation.json").read_text())
+        built = json.loads((run_dir / "index.json").read_text())
+        challenger_metrics = {k: v for k, v in gated["challenger"].items() if v is not None}
+        decision = decide(
+            challenger_metrics,
+            gated["champion"],
+            _floors(cfg),
+            built["ann_recall_at_100"],
+            cfg.index.target_recall,
+        )
+        failed = [name for name, ok in checked["checks"].items() if not ok]
+        if failed:
+            decision = decision.__class__(
+                False, [*decision.reasons, f"index checks failed: {', '.join(failed)}"]
+            )
+        client = client_for(cfg, run_dir)
+        promoted = record_decision(client, version, decision, checked["index_version"])
+        if promoted:
+            publish(root, checked["index_version"])
+        out = {
+            "model_version": version,
+            "promoted": promoted,
+            "reasons": decision.reasons,
+            "index": built,
+        }
+    out["published_index"] = (read_pointer(root) or {}).get("current")
+    atomic_write(run_dir / "promotion.json", json.dumps(out, indent=2))
+    return out
+
+
+def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """`followrec promote`: gate, build index, validate index, promote."""
+    gate(cfg, run_dir)
+    build_index(cfg, run_dir, progress=progress)
+    validate_index(cfg, run_dir)
+    return promote(cfg, run_dir)
 
 
 def status(cfg: Config, run_dir: str | Path) -> dict[str, Any]:

@@ -38,11 +38,48 @@ def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def ensure_experiment(client: Any, uri: str, name: str) -> str:
+    """The experiment's id, created on first use (artifacts beside a SQLite database)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        location = (db.parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def log_validation(
+    uri: str, experiment: str, name: str, results: Path, docs: Path, success: bool
+) -> str:
+    """A run holding a validation's results JSON and its Data Docs site; returns its id."""
+    client = registry_client(uri)
+    run = client.create_run(
+        ensure_experiment(client, uri, experiment),
+        run_name=name,
+        tags={"followrec.step": name, "validation.success": str(success)},
+    )
+    if results.exists():
+        client.log_artifact(run.info.run_id, str(results), "validation")
+    if docs.exists():
+        client.log_artifacts(run.info.run_id, str(docs), "data_docs")
+    client.log_metric(run.info.run_id, "validation_success", float(success))
+    client.set_terminated(run.info.run_id, "FINISHED" if success else "FAILED")
+    return run.info.run_id
+
+
 class Tracker:
     """Context manager around the parent MLflow run."""
 
     def __init__(
-        self, enabled: bool, uri: str, experiment: str, out_dir: Path, run_name: str
+        self,
+        enabled: bool,
+        uri: str,
+        experiment: str,
+        out_dir: Path,
+        run_name: str,
+        resume_run_id: str | None = None,
     ) -> None:
         self.enabled = enabled
         self.uri = uri
@@ -50,6 +87,7 @@ class Tracker:
         self.out_dir = out_dir
         self.run_name = run_name
         self.run_id: str | None = None
+        self.resume_run_id = resume_run_id
         self._saved_env: dict[str, str | None] = {}
 
     def __enter__(self) -> Tracker:
@@ -63,18 +101,12 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         # The registry URI can outlive a previous tracking URI in the same process; pin it.
         mlflow.set_registry_uri(self.uri)
-        client = registry_client(self.uri)
-        found = client.get_experiment_by_name(self.experiment)
-        if found is None:
-            location = None
-            if self.uri.startswith("sqlite:"):  # keep artifacts beside the database
-                db = Path(self.uri.removeprefix("sqlite:///"))
-                location = (db.parent / "mlartifacts").resolve().as_uri()
-            experiment_id = client.create_experiment(self.experiment, artifact_location=location)
-        else:
-            experiment_id = found.experiment_id
+        experiment_id = ensure_experiment(registry_client(self.uri), self.uri, self.experiment)
         mlflow.set_experiment(experiment_id=experiment_id)  # nested runs land here too
-        self.run_id = mlflow.start_run(run_name=self.run_name).info.run_id
+        if self.resume_run_id:  # a later step of the same pipeline run
+            self.run_id = mlflow.start_run(run_id=self.resume_run_id).info.run_id
+        else:
+            self.run_id = mlflow.start_run(run_name=self.run_name).info.run_id
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001

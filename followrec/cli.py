@@ -136,6 +136,58 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--run", required=True, help="the folder `followrec evaluate` wrote")
     _add_config_args(back)
 
+    from followrec.pipeline import FEATURES_STEPS, REFRESH_STEPS, STEPS, TRAINING_STEPS
+
+    run_help = "the run folder (default: runs/pipeline)"
+    for name, steps, text in (
+        ("features", FEATURES_STEPS, "ingest, validate, build features, Feast apply + materialize"),
+        ("training", TRAINING_STEPS, "training set, train, evaluate, gate, index, promote"),
+        ("refresh", REFRESH_STEPS, "re-embed producers with the champion; publish a new index"),
+    ):
+        pipe = sub.add_parser(
+            name,
+            formatter_class=raw,
+            help=f"the followrec_{name if name != 'refresh' else 'index_refresh'} DAG's steps"
+            f" in order: {text}",
+            description="Runs, in this process and in order, the steps: " + ", ".join(steps),
+        )
+        if name == "features":
+            _add_data_args(pipe)
+        pipe.add_argument("--run", default="runs/pipeline", help=run_help)
+        _add_config_args(pipe)
+
+    one = sub.add_parser(
+        "step",
+        formatter_class=raw,
+        help="run one DAG task's step (what each Airflow task calls)",
+        description="Steps: " + ", ".join(STEPS),
+    )
+    one.add_argument("name", choices=list(STEPS), metavar="NAME", help="the step (task id)")
+    _add_data_args(one)
+    one.add_argument("--run", default="runs/pipeline", help=run_help)
+    _add_config_args(one)
+
+    rec = sub.add_parser(
+        "recommend",
+        help="candidates for a user from the champion, its index and Feast online features",
+    )
+    rec.add_argument("--user", type=int, required=True, help="account id of the user")
+    rec.add_argument("--k", type=int, default=20, help="how many candidates (1-1000)")
+    rec.add_argument("--run", default="runs/pipeline", help=run_help)
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    _add_config_args(rec)
+
+    ui = sub.add_parser(
+        "ui",
+        formatter_class=raw,
+        help="start the Airflow, MLflow and Feast UIs on localhost over a run",
+        description="Airflow UI on :8080 (AIRFLOW_HOME=RUN/airflow-home), MLflow UI on :5000\n"
+        "(RUN/mlflow.db) and Feast UI on :8888 (RUN/feast). Ctrl-C stops all three.",
+    )
+    ui.add_argument("--run", default="runs/pipeline", help=run_help)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address")
+    _add_config_args(ui)
+
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_data_args(conf)
     _add_config_args(conf)
@@ -165,9 +217,12 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve(args: argparse.Namespace) -> Config:
     """The config a command runs with (a run folder's own config for the registry steps)."""
+    from followrec.pipeline import FEATURES_STEPS
+
     path = args.config
     run = getattr(args, "run", None)
-    if path is None and run is not None and (Path(run) / "config.yaml").exists():
+    fresh = args.command == "features" or getattr(args, "name", None) in FEATURES_STEPS
+    if path is None and run is not None and not fresh and (Path(run) / "config.yaml").exists():
         path = Path(run) / "config.yaml"
     return load_config(path, args.set, base=_cli_overrides(args))
 
@@ -201,11 +256,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"model version {out['model_version']}: {verdict}")
                 for reason in out["reasons"]:
                     print(f"  - {reason}")
-                print(
-                    f"index {out['index']['kind']} {out['index']['params']}: ANN recall@100 "
-                    f"{out['index']['ann_recall_at_100']}; published: "
-                    f"{out['published_index']}"
-                )
+                if "index" in out:
+                    print(
+                        f"index {out['index']['kind']} {out['index']['params']}: ANN recall@100 "
+                        f"{out['index']['ann_recall_at_100']}"
+                    )
+                print(f"published index: {out['published_index']}")
             elif args.command == "status":
                 out = promote.status(cfg, args.run)
                 if args.json:
@@ -224,6 +280,36 @@ def main(argv: list[str] | None = None) -> int:
                     f"champion is version {out['champion']} again; published index "
                     f"{out['published_index']}"
                 )
+        elif args.command in ("features", "training", "refresh", "step"):
+            from followrec import pipeline
+
+            names = {
+                "features": pipeline.FEATURES_STEPS,
+                "training": pipeline.TRAINING_STEPS,
+                "refresh": pipeline.REFRESH_STEPS,
+            }.get(args.command, (getattr(args, "name", None),))
+            for name in names:
+                result = pipeline.run_step(name, cfg, args.run, progress=progress)
+                print(f"{name}: {json.dumps(result, default=str)[:400]}")
+        elif args.command == "recommend":
+            from serving.candidates import Recommender
+
+            found = Recommender(args.run, cfg).recommend(args.user, args.k)
+            if args.json:
+                print(json.dumps(found.__dict__, indent=2))
+            else:
+                print(
+                    f"user {found.user_id}: model v{found.model_version}, index "
+                    f"{found.index_version}, {found.seconds}"
+                )
+                for rank, (account, score) in enumerate(
+                    zip(found.account_ids, found.scores, strict=True), 1
+                ):
+                    print(f"{rank:4d}  {account:>10d}  {score:.4f}")
+        elif args.command == "ui":
+            from followrec.ui import serve_uis
+
+            return serve_uis(cfg, Path(args.run), args.host)
         elif args.command in ("ingest", "generate"):
             from features import ingest
 
@@ -238,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"followrec: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from features.validation import ValidationFailed
+
+        if not isinstance(exc, ValidationFailed):
+            raise
+        print(f"followrec: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

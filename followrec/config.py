@@ -157,6 +157,30 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class FeastConfig:
+    """The feature store. Defaults are embedded (SQLite online store, file registry)."""
+
+    project: str = "followrec"
+    online_store: str = "sqlite"  # sqlite | redis
+    redis_connection: str = "127.0.0.1:6379"  # host:port[,db=N] when online_store is redis
+    registry: str | None = None  # SQLAlchemy URL for a SQL registry; default: a file
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Data checks run before training (Great Expectations suites)."""
+
+    min_accounts: int = 10
+    min_follows: int = 10
+    # Drift against the last successful run: largest relative change of the follower-count
+    # median and standard deviation, and of the mean follows per user.
+    max_distribution_shift: float = 0.5
+    max_mean_shift: float = 0.5
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -170,6 +194,8 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    feast: FeastConfig = field(default_factory=FeastConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), for YAML/JSON/MLflow params."""

@@ -1,52 +1,54 @@
-"""The ordered steps, shared by the CLI and the Airflow DAGs: each DAG task is one call here."""
+"""The bridge from Airflow Params (what a user sets when triggering a DAG in the UI) to the
+pipeline's steps: each DAG task is one `run(task, params)` call, the same function that
+`followrec step TASK --run DIR` runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from followrec import pipeline
 from followrec.config import Config, load_config
 
 # DAG task id -> the CLI command that runs the same step function.
-TASK_COMMANDS = {"evaluate": "evaluate", "promote": "promote"}
+TASK_COMMANDS = {name: "step" for name in pipeline.STEPS}
+
+# Params -> config settings (only those a DAG defines are applied).
+SETTINGS = {
+    "dataset": "data.dataset",
+    "twitch_languages": "data.twitch_languages",
+    "edges": "data.edges",
+    "nodes": "data.nodes",
+    "parquet_dir": "data.parquet_dir",
+    "online_store": "feast.online_store",
+    "epochs": "train.epochs",
+    "ks": "eval.ks",
+    "variants": "eval.two_tower",
+    "floor_recall_at_100": "gate.floor_recall_at_100",
+    "floor_map_at_100": "gate.floor_map_at_100",
+    "target_ann_recall": "index.target_recall",
+    "tracking_uri": "mlflow.tracking_uri",
+}
+LIST_PARAMS = {"twitch_languages", "ks", "variants"}
 
 
-def config_from_params(params: dict[str, Any]) -> tuple[Config, Path]:
-    """A run's config and output folder from Airflow Params (what a user sets in the UI)."""
-    overrides = [
-        f"data.dataset={params['dataset']}",
-        f"data.twitch_languages={list(params['twitch_languages'])}",
-        f"train.epochs={params['epochs']}",
-        f"eval.ks={list(params['ks'])}",
-        f"gate.floor_recall_at_100={params['floor_recall_at_100']}",
-        f"gate.floor_map_at_100={params['floor_map_at_100']}",
-        f"index.target_recall={params['target_ann_recall']}",
-    ]
-    if params.get("edges"):
-        overrides.append(f"data.edges={params['edges']}")
-    if params.get("tracking_uri"):
-        overrides.append(f"mlflow.tracking_uri={params['tracking_uri']}")
+def config_from_params(params: dict[str, Any], fresh: bool = False) -> tuple[Config, Path]:
+    """A step's config and run folder. The features DAG starts from the defaults (`fresh`);
+    the training and refresh DAGs from the config the features DAG saved in the run folder."""
+    run = Path(params["run_dir"]).resolve()
+    overrides = []
+    for param, setting in SETTINGS.items():
+        value = params.get(param)
+        if value in (None, "") or (param in LIST_PARAMS and not value):
+            continue
+        overrides.append(f"{setting}={list(value) if param in LIST_PARAMS else value}")
     overrides += list(params.get("extra_settings") or [])
-    return load_config(None, overrides), Path(params["out_dir"]).resolve()
+    saved = run / "config.yaml"
+    base = None if fresh or not saved.exists() else saved
+    return load_config(base, overrides), run
 
 
-def evaluate(params: dict[str, Any]) -> dict[str, Any]:
-    """Train the two-tower variants and score every source (`followrec evaluate`)."""
-    from evaluation import evaluate as step
-
-    cfg, out = config_from_params(params)
-    result = step.run(cfg, out, progress=False)
-    result.pop("table", None)
-    return result
-
-
-def promote(params: dict[str, Any]) -> dict[str, Any]:
-    """Index, validate, gate and promote the registered model (`followrec promote`)."""
-    from evaluation import promote as step
-
-    cfg, out = config_from_params(params)
-    return (
-        step.run(load_config(out / "config.yaml"), out, progress=False)
-        if (out / "config.yaml").exists()
-        else step.run(cfg, out, progress=False)
-    )
+def run(task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one DAG task's step with the DAG run's Params."""
+    cfg, run_dir = config_from_params(params, fresh=task in pipeline.FEATURES_STEPS)
+    return pipeline.run_step(task, cfg, run_dir, progress=False)

@@ -13,7 +13,7 @@ import torch
 
 from features.transforms import FeatureTables
 from indexing.factory import build_tuned
-from indexing.store import write_version
+from indexing.store import read_manifest, write_version
 from training.model_io import load_model_dir
 from training.train import encode
 
@@ -56,4 +56,4 @@ def build_index_version(
     }
     account_ids = tables.producer["account_id"].to_numpy()
     path = write_version(root, version, index, account_ids, manifest)
-    return {**manifest, "path": str(path)}
+    return {**read_manifest(root, version), "path": str(path)}

@@ -95,15 +95,20 @@ def read_manifest(root: str | Path, version: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_published(root: str | Path) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:
-    """The published index, its account ids and manifest; the checksum is verified."""
-    pointer = read_pointer(root)
-    if not pointer or not pointer["current"]:
-        raise InputError("no index has been published", path=str(root))
-    folder = Path(root) / pointer["current"]
-    manifest = read_manifest(root, pointer["current"])
+def load_version(root: str | Path, version: str) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:
+    """An index version, its account ids and manifest; the checksum is verified."""
+    folder = Path(root) / version
+    manifest = read_manifest(root, version)
     if sha256(folder / INDEX_FILE) != manifest["sha256"]:
         raise InputError(
             "index file does not match its manifest checksum", path=str(folder / INDEX_FILE)
         )
     return (faiss.read_index(str(folder / INDEX_FILE)), np.load(folder / IDS_FILE), manifest)
+
+
+def load_published(root: str | Path) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:
+    """The published index, its account ids and manifest; the checksum is verified."""
+    pointer = read_pointer(root)
+    if not pointer or not pointer["current"]:
+        raise InputError("no index has been published", path=str(root))
+    return load_version(root, pointer["current"])

@@ -3,6 +3,7 @@
 import textwrap
 
 from followrec.cli import build_parser
+from followrec.pipeline import FEATURES_STEPS, REFRESH_STEPS, TRAINING_STEPS
 from followrec.steps import TASK_COMMANDS
 from tests.dags.conftest import DAGS, run_python
 
@@ -27,7 +28,9 @@ LOAD = textwrap.dedent(f"""
 def test_dags_import_cleanly_with_docs_tags_retries_and_cli_steps(airflow_env):
     bag = run_python(airflow_env, LOAD)
     assert bag["errors"] == {}
-    assert "followrec_training" in bag["dags"]
+    assert {"followrec_features", "followrec_training", "followrec_index_refresh"} <= set(
+        bag["dags"]
+    )
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     for dag_id, info in bag["dags"].items():
         assert info["doc"], dag_id
@@ -36,6 +39,13 @@ def test_dags_import_cleanly_with_docs_tags_retries_and_cli_steps(airflow_env):
             assert retries >= 1, (dag_id, task_id)
             assert TASK_COMMANDS[task_id] in commands, task_id
     training = bag["dags"]["followrec_training"]
-    assert {"dataset", "epochs", "floor_recall_at_100", "target_ann_recall"} <= set(
+    assert {"run_dir", "epochs", "floor_recall_at_100", "target_ann_recall"} <= set(
         training["params"]
     )
+    assert training["order"] == list(TRAINING_STEPS)
+    assert bag["dags"]["followrec_features"]["order"] == list(FEATURES_STEPS)
+    assert bag["dags"]["followrec_index_refresh"]["order"] == list(REFRESH_STEPS)
+    # Every task's step is a `followrec step NAME` choice.
+    step_names = build_parser()._subparsers._group_actions[0].choices["step"]
+    choices = next(a.choices for a in step_names._actions if a.dest == "name")
+    assert {t for info in bag["dags"].values() for t in info["tasks"]} <= set(choices)

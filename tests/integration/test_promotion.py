@@ -3,10 +3,12 @@ not promoted, status JSON, and rollback of model and index together."""
 
 import json
 
+from evaluation import promote as promote_step
 from evaluation.gate import Decision
 from evaluation.registry import CHAMPION, alias_version, record_decision
 from evaluation.tracking import registry_client
 from followrec.cli import main
+from followrec.config import load_config
 from indexing.store import load_published, publish, read_pointer
 
 EVALUATE = ["evaluate", "--dataset", "twitch", "--quiet",
@@ -46,8 +48,12 @@ def test_promote_reject_weak_challenger_and_roll_back(tmp_path, capsys):
     assert read_pointer(run / "indexes")["current"] == "model-v1"
     decisions = {str(v["version"]): v["decision"] for v in second["versions"]}
     assert decisions == {"1": "promoted", "2": "rejected"}
+    assert not (run / "indexes" / "model-v2").exists()  # rejected at the gate: no index work
 
     # Force version 2 in, then roll back: model alias and index move back together.
+    gated = json.loads((run / "gate.json").read_text())
+    (run / "gate.json").write_text(json.dumps({**gated, "passed": True}))
+    promote_step.build_index(load_config(run / "config.yaml"), run, progress=False)
     client = registry_client(f"sqlite:///{run / 'mlflow.db'}")
     record_decision(client, "2", Decision(True, ["forced for the test"]), "model-v2")
     publish(run / "indexes", "model-v2")

@@ -1,0 +1,76 @@
+"""followrec_features: ingest a follow graph, validate it, build both towers' feature
+tables, validate them (with drift), register them in Feast and materialize the online
+store. Produces the `followrec_features` Asset that schedules followrec_training.
+Wiring only: each task is one call into followrec.steps."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+FEATURES = Asset(name="followrec_features", uri="file:///followrec/features")
+
+DOC = """
+### followrec_features
+
+| task | what it does | CLI |
+|---|---|---|
+| `ingest` | load the source (Twitch, an edge list, the generator, or contract Parquet) into `RUN/raw` | `followrec step ingest` |
+| `validate_raw` | Great Expectations: required columns, nulls, unique ids, no self-follows, every endpoint a known account, minimum rows; Data Docs + MLflow run `validate-raw` | `followrec step validate_raw` |
+| `build_features` | split, then consumer/producer feature tables from training follows into `RUN/features` | `followrec step build_features` |
+| `validate_features` | keys, ranges, row counts, and drift of the follower-count distribution and mean follows against the last passing run | `followrec step validate_features` |
+| `feast_apply` | write `RUN/feast/feature_store.yaml`, apply `feature_repo/` (entities, views, services named with the schema version, push source) | `followrec step feast_apply` |
+| `materialize` | load the snapshot into the online store (SQLite, or Redis) and emit the Asset | `followrec step materialize` |
+
+A failed validation stops the run before training: the registry and the published index
+stay as they were. Params: the source, the run folder, the online store, extra settings.
+"""
+
+
+@dag(
+    dag_id="followrec_features",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["followrec", "features", "feast"],
+    doc_md=DOC,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
+    params={
+        "dataset": Param("twitch", enum=["twitch", "edgelist", "synthetic", "parquet"]),
+        "twitch_languages": Param(["DE", "ENGB", "ES", "FR", "PTBR", "RU"], type="array"),
+        "edges": Param("", type="string", description="edge-list file (dataset=edgelist)"),
+        "nodes": Param("", type="string", description="node-attribute CSV (edgelist)"),
+        "parquet_dir": Param("", type="string", description="contract tables (parquet)"),
+        "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
+        "online_store": Param("sqlite", enum=["sqlite", "redis"]),
+        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
+        "extra_settings": Param([], type="array", description="section.key=value items"),
+    },
+)
+def followrec_features() -> None:
+    """Raw graph -> validated feature tables in Feast."""
+
+    def step(name: str, outlets: list | None = None):  # noqa: ANN202
+        @task(task_id=name, outlets=outlets or [])
+        def run(**context) -> dict:  # noqa: ANN003
+            from followrec import steps
+
+            return steps.run(name, context["params"])
+
+        return run()
+
+    chain = [
+        step("ingest"),
+        step("validate_raw"),
+        step("build_features"),
+        step("validate_features"),
+        step("feast_apply"),
+        step("materialize", outlets=[FEATURES]),
+    ]
+    for upstream, downstream in zip(chain, chain[1:]):
+        upstream >> downstream
+
+
+followrec_features()

@@ -1,0 +1,187 @@
+"""The Feast side of the pipeline: write the feature tables as Feast sources, apply the
+definitions in feature_repo/, materialize to the online store, fetch training sets with a
+point-in-time join, and read online features with the same definitions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from feature_repo import definitions
+from features.transforms import FeatureTables
+from followrec.atomic import atomic_dir
+from followrec.config import FeastConfig
+from followrec.errors import InputError
+
+TOWERS = ("consumer", "producer")
+
+
+def write_feature_tables(tables: FeatureTables, path: str | Path) -> dict[str, Any]:
+    """consumer.parquet and producer.parquet (stamped with the snapshot time), vocabularies
+    and a manifest, in one rename. Returns the manifest."""
+    path = Path(path)
+    stamp = pd.Timestamp(tables.feature_timestamp or pd.Timestamp("1970-01-01", tz="UTC")).as_unit(
+        "ns"
+    )
+    with atomic_dir(path) as tmp:
+        for tower in TOWERS:
+            frame = getattr(tables, tower).copy()
+            frame[definitions.TIMESTAMP] = stamp
+            frame.to_parquet(tmp / f"{tower}.parquet", index=False)
+        version = definitions.schema_version(tmp)
+        manifest = {
+            "schema_version": version,
+            "feature_timestamp": stamp.isoformat(),
+            "rows": {t: len(getattr(tables, t)) for t in TOWERS},
+            "services": {t: definitions.service_name(t, version) for t in TOWERS},
+        }
+        (tmp / "vocabularies.json").write_text(json.dumps(tables.vocabularies))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_manifest(feature_dir: str | Path) -> dict[str, Any]:
+    """The manifest the features step wrote, or a clear error when there is none."""
+    path = Path(feature_dir) / "manifest.json"
+    if not path.exists():
+        raise InputError("no feature tables here: run `followrec features` first", path=str(path))
+    return json.loads(path.read_text())
+
+
+def repo_config(cfg: FeastConfig, feast_dir: Path) -> dict[str, Any]:
+    """feature_store.yaml for a run: embedded by default, Redis / SQL registry when set."""
+    registry: Any = str((feast_dir / "registry.db").resolve())
+    if cfg.registry:
+        registry = {"registry_type": "sql", "path": cfg.registry, "cache_ttl_seconds": 0}
+    if cfg.online_store == "sqlite":
+        online: dict[str, Any] = {
+            "type": "sqlite",
+            "path": str((feast_dir / "online.db").resolve()),
+        }
+    elif cfg.online_store == "redis":
+        online = {"type": "redis", "connection_string": cfg.redis_connection}
+    else:
+        raise InputError(
+            "unknown online store; expected sqlite or redis",
+            field="feast.online_store",
+            value=cfg.online_store,
+        )
+    return {
+        "project": cfg.project,
+        "provider": "local",
+        "registry": registry,
+        "online_store": online,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def open_store(feast_dir: str | Path):  # noqa: ANN201 - feast is heavy; imported here
+    """The FeatureStore of a run's Feast folder."""
+    from feast import FeatureStore
+
+    feast_dir = Path(feast_dir)
+    if not (feast_dir / "feature_store.yaml").exists():
+        raise InputError(
+            "no Feast repo here: run `followrec features` first",
+            path=str(feast_dir / "feature_store.yaml"),
+        )
+    return FeatureStore(repo_path=str(feast_dir))
+
+
+def apply(cfg: FeastConfig, feature_dir: str | Path, feast_dir: str | Path) -> dict[str, Any]:
+    """Write the run's feature_store.yaml and register the definitions for these tables."""
+    feast_dir = Path(feast_dir)
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    config = repo_config(cfg, feast_dir)
+    (feast_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    store = open_store(feast_dir)
+    objects = definitions.build(feature_dir)
+    store.apply(objects)
+    return {
+        "feast_repo": str(feast_dir.resolve()),
+        "objects": sorted(f"{type(o).__name__}:{o.name}" for o in objects),
+        **{
+            f"{t}_service": definitions.service_name(
+                t, read_manifest(feature_dir)["schema_version"]
+            )
+            for t in TOWERS
+        },
+    }
+
+
+def materialize(feature_dir: str | Path, feast_dir: str | Path) -> dict[str, Any]:
+    """Load the snapshot into the online store (idempotent: the same rows are rewritten)."""
+    manifest = read_manifest(feature_dir)
+    stamp = datetime.fromisoformat(manifest["feature_timestamp"])
+    store = open_store(feast_dir)
+    store.materialize(
+        start_date=stamp - timedelta(seconds=1),
+        end_date=max(stamp + timedelta(seconds=1), datetime.now(UTC)),
+        feature_views=[f"{t}_features" for t in TOWERS],
+    )
+    return {"materialized_at": stamp.isoformat(), "rows": manifest["rows"]}
+
+
+def historical_tables(
+    feature_dir: str | Path,
+    feast_dir: str | Path,
+    as_of: pd.Timestamp | None = None,
+) -> FeatureTables:
+    """Feature tables for every user and account as they were at `as_of` (default: the
+    snapshot time), fetched with get_historical_features (a point-in-time join)."""
+    feature_dir = Path(feature_dir)
+    manifest = read_manifest(feature_dir)
+    as_of = as_of if as_of is not None else pd.Timestamp(manifest["feature_timestamp"])
+    store = open_store(feast_dir)
+    frames = {}
+    for tower, key in definitions.KEYS.items():
+        ids = pd.read_parquet(feature_dir / f"{tower}.parquet", columns=[key])[key].unique()
+        entity_df = pd.DataFrame({key: np.sort(ids), definitions.TIMESTAMP: as_of})
+        service = store.get_feature_service(manifest["services"][tower])
+        frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+        frame = frame.sort_values(key).reset_index(drop=True)
+        frames[tower] = frame.drop(columns=[definitions.TIMESTAMP])
+    vocabularies = json.loads((feature_dir / "vocabularies.json").read_text())
+    return FeatureTables(
+        consumer=_restore(frames["consumer"], feature_dir / "consumer.parquet"),
+        producer=_restore(frames["producer"], feature_dir / "producer.parquet"),
+        vocabularies=vocabularies,
+        feature_timestamp=as_of,
+    )
+
+
+def online_features(feast_dir: str | Path, service: str, key: str, ids: list[int]) -> pd.DataFrame:
+    """Online features for these entity ids, in the given order (missing ones are null)."""
+    store = open_store(feast_dir)
+    response = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=[{key: int(i)} for i in ids]
+    )
+    return pd.DataFrame(response.to_dict())
+
+
+def _restore(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """The source table's columns, order and dtypes (Feast widens some types on the way)."""
+    schema = pq.read_schema(source)
+    columns = [c for c in schema.names if c != definitions.TIMESTAMP]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError("Feast returned no column for these features", field=",".join(missing))
+    dtypes = schema.empty_table().to_pandas().dtypes
+    out = frame[columns].copy()
+    for column in columns:
+        arrow_type = schema.field(column).type
+        if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+            inner = arrow_type.value_type.to_pandas_dtype()
+            out[column] = [np.asarray(v if v is not None else [], dtype=inner) for v in out[column]]
+        else:
+            out[column] = out[column].astype(dtypes[column])
+    return out

@@ -1,0 +1,1 @@
+"""Online candidate generation: Feast online features -> consumer tower -> FAISS."""
