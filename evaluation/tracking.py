@@ -38,15 +38,18 @@ def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def ensure_experiment(client: Any, uri: str, name: str) -> str:
-    """The experiment's id, created on first use (artifacts beside a SQLite database)."""
+def ensure_experiment(client: Any, uri: str, name: str, run_dir: Path) -> str:
+    """The experiment's id, created on first use. Artifacts go to $MLFLOW_ARTIFACT_LOCATION
+    (e.g. s3://bucket/followrec in production), else beside a SQLite database, else into
+    RUN/mlartifacts: never into the working directory."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if uri.startswith("sqlite:"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        location = (db.parent / "mlartifacts").resolve().as_uri()
+    location = os.environ.get("MLFLOW_ARTIFACT_LOCATION")
+    if not location and uri.startswith("sqlite:"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    elif not location:
+        location = (Path(run_dir) / "mlartifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -56,7 +59,7 @@ def log_validation(
     """A run holding a validation's results JSON and its Data Docs site; returns its id."""
     client = registry_client(uri)
     run = client.create_run(
-        ensure_experiment(client, uri, experiment),
+        ensure_experiment(client, uri, experiment, results.parent.parent),
         run_name=name,
         tags={"followrec.step": name, "validation.success": str(success)},
     )
@@ -101,7 +104,9 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         # The registry URI can outlive a previous tracking URI in the same process; pin it.
         mlflow.set_registry_uri(self.uri)
-        experiment_id = ensure_experiment(registry_client(self.uri), self.uri, self.experiment)
+        experiment_id = ensure_experiment(
+            registry_client(self.uri), self.uri, self.experiment, self.out_dir
+        )
         mlflow.set_experiment(experiment_id=experiment_id)  # nested runs land here too
         if self.resume_run_id:  # a later step of the same pipeline run
             self.run_id = mlflow.start_run(run_id=self.resume_run_id).info.run_id

@@ -149,6 +149,13 @@ def historical_tables(
         service = store.get_feature_service(manifest["services"][tower])
         frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
         frame = frame.sort_values(key).reset_index(drop=True)
+        if len(frame) != len(ids):
+            raise InputError(
+                f"{len(ids) - len(frame)} of {len(ids)} {key}s have no {tower} features "
+                "at or before this time (point-in-time join)",
+                field="as_of",
+                value=str(as_of),
+            )
         frames[tower] = frame.drop(columns=[definitions.TIMESTAMP])
     vocabularies = json.loads((feature_dir / "vocabularies.json").read_text())
     return FeatureTables(

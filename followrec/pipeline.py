@@ -1,9 +1,10 @@
 """The pipeline's steps, one function each, shared by the Airflow DAGs and the CLI. A run
 folder holds everything a run makes:
 
-    RUN/raw/            contract tables (ingest)
+    RUN/staged/         raw and feature tables waiting for their validation
+    RUN/raw/            validated contract tables (what training reads)
     RUN/validation/     Great Expectations project, results JSON, Data Docs, drift reference
-    RUN/features/       consumer/producer feature tables: the Feast sources
+    RUN/features/       validated feature tables, the Feast sources
     RUN/feast/          the run's feature_store.yaml, registry and SQLite online store
     RUN/training_set/   feature tables fetched back from Feast (point-in-time join)
     RUN/models/, report.json, gate.json, index.json, promotion.json, indexes/, mlflow.db
@@ -25,7 +26,7 @@ from features.contract import read_dataset, write_dataset
 from features.ingest import load_dataset
 from features.split import split_dataset
 from features.transforms import FeatureTables, build_features
-from followrec.atomic import atomic_write
+from followrec.atomic import atomic_write, replace_dir
 from followrec.config import Config, save_config
 from followrec.errors import InputError
 
@@ -39,6 +40,14 @@ class Layout:
     @property
     def raw(self) -> Path:
         return self.root / "raw"
+
+    @property
+    def staged_raw(self) -> Path:
+        return self.root / "staged" / "raw"
+
+    @property
+    def staged_features(self) -> Path:
+        return self.root / "staged" / "features"
 
     @property
     def validation(self) -> Path:
@@ -74,8 +83,8 @@ def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def ingest(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Load the configured source into RUN/raw. Parquet input is copied unchecked: the
-    validation step names what is wrong with it."""
+    """Load the configured source into RUN/staged/raw. Parquet input is copied unchecked:
+    the validation step names what is wrong with it."""
     layout = Layout(Path(run))
 
     def step() -> dict[str, Any]:
@@ -87,10 +96,9 @@ def ingest(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any
             ds = read_dataset(cfg.data.parquet_dir, validate=False)
         else:
             ds = load_dataset(cfg, progress=progress)
-        write_dataset(ds, layout.raw)
-        save_config(cfg, layout.root / "config.yaml")
+        write_dataset(ds, layout.staged_raw)
         return {
-            "raw": str(layout.raw.resolve()),
+            "staged": str(layout.staged_raw.resolve()),
             "accounts": len(ds.accounts),
             "follows": len(ds.follows),
         }
@@ -99,17 +107,18 @@ def ingest(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any
 
 
 def validate_raw(cfg: Config, run: str | Path) -> dict[str, Any]:
-    """Great Expectations suites over the raw accounts and follows."""
+    """Great Expectations suites over the staged accounts and follows."""
     from features.validation import validate_raw as suites
 
     layout = Layout(Path(run))
-    ds = read_dataset(layout.raw, validate=False)
-    return _logged(
+    ds = read_dataset(layout.staged_raw, validate=False)
+    out = _logged(
         cfg,
         layout,
         "raw",
         lambda: suites(ds.accounts, ds.follows, cfg.validation, layout.validation),
     )
+    return out
 
 
 def build_feature_tables(cfg: Config, run: str | Path) -> dict[str, Any]:
@@ -118,29 +127,35 @@ def build_feature_tables(cfg: Config, run: str | Path) -> dict[str, Any]:
     layout = Layout(Path(run))
 
     def step() -> dict[str, Any]:
-        ds = read_dataset(layout.raw)
+        ds = read_dataset(layout.staged_raw)
         split = split_dataset(ds, cfg.split)
         tables = build_features(
             ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
         )
-        return feature_store.write_feature_tables(tables, layout.features)
+        return feature_store.write_feature_tables(tables, layout.staged_features)
 
     return _timed(step)
 
 
 def validate_features(cfg: Config, run: str | Path) -> dict[str, Any]:
-    """Feature-table suites, with drift against the last successful run."""
+    """Feature-table suites, with drift against the last successful run. When they pass,
+    the staged raw and feature tables become RUN/raw and RUN/features (what Feast and
+    training read) and the config is saved beside them; until then those stay as they were."""
     from features.validation import validate_features as suites
 
     layout = Layout(Path(run))
-    consumer = pd.read_parquet(layout.features / "consumer.parquet")
-    producer = pd.read_parquet(layout.features / "producer.parquet")
-    return _logged(
+    consumer = pd.read_parquet(layout.staged_features / "consumer.parquet")
+    producer = pd.read_parquet(layout.staged_features / "producer.parquet")
+    out = _logged(
         cfg,
         layout,
         "features",
         lambda: suites(consumer, producer, cfg.validation, layout.validation),
     )
+    replace_dir(layout.staged_raw, layout.raw)
+    replace_dir(layout.staged_features, layout.features)
+    save_config(cfg, layout.root / "config.yaml")
+    return out
 
 
 def _logged(cfg: Config, layout: Layout, kind: str, check: Callable[[], dict]) -> dict[str, Any]:
