@@ -4,13 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.followrec-deps-$(shell cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 OUT ?= runs/twitch
+RUN ?= runs/pipeline
 # The CPU build of torch lies on this machine's disk; without it pip would fetch a CUDA build.
 export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 
-AIRFLOW_HOME ?= $(CURDIR)/runs/airflow-home
-CONF ?= {}
+DAG ?= followrec_index_refresh
+CONF ?= {"run_dir": "$(RUN)"}
 
-.PHONY: help install run dag-training test lint bench clean
+.PHONY: help install run evaluate ui dag test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -23,15 +24,22 @@ $(STAMP): constraints.txt pyproject.toml
 install: $(STAMP)  ## create the virtualenv with the pinned versions (constraints.txt)
 	$(BIN)/pip install -q --no-deps -e .
 
-run: install  ## the main job: evaluate every candidate source on the Twitch platform
+run: install  ## the main job: features + training DAGs under Airflow (embedded), then candidates for user 0
+	$(BIN)/followrec run --run $(RUN) --quiet
+	$(BIN)/followrec recommend --run $(RUN) --user 0 --k 10
+
+evaluate: install  ## every candidate source and two-tower variant on the Twitch platform (no DAG)
 	$(BIN)/followrec evaluate --dataset twitch --out $(OUT)
 
-dag-training: install  ## run the followrec_training DAG under Airflow (SQLite, in-process); CONF='{"epochs": 2}'
-	AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+ui: install  ## Airflow (:8080), MLflow (:5000) and Feast (:8888) UIs over $(RUN)
+	$(BIN)/followrec ui --run $(RUN)
+
+dag: install  ## one DAG under Airflow (in-process) on $(RUN): make dag DAG=followrec_index_refresh CONF='{}'
+	AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow db migrate > /dev/null
-	AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow dags test followrec_training -c '$(CONF)'
-	$(BIN)/followrec status --run runs/airflow
+	AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow dags test $(DAG) -c '$(CONF)'
+	$(BIN)/followrec status --run $(RUN)
 
 test: install  ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest

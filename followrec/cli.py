@@ -156,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         pipe.add_argument("--run", default="runs/pipeline", help=run_help)
         _add_config_args(pipe)
 
+    main_job = sub.add_parser(
+        "run",
+        formatter_class=raw,
+        help="the main job: the features and training DAGs under Airflow, in-process",
+        description="Runs followrec_features then followrec_training with `dag.test()` on the\n"
+        "embedded defaults (Airflow metadata in RUN/airflow-home, MLflow in RUN/mlflow.db,\n"
+        "Feast in RUN/feast), then prints the champion and a user's candidates.",
+    )
+    _add_data_args(main_job)
+    main_job.add_argument("--run", default="runs/pipeline", help=run_help)
+    main_job.add_argument("--epochs", type=int, help="training epochs (default: the config)")
+    main_job.add_argument("--languages", help="Twitch languages, comma-separated")
+    _add_config_args(main_job)
+
     one = sub.add_parser(
         "step",
         formatter_class=raw,
@@ -227,6 +241,44 @@ def resolve(args: argparse.Namespace) -> Config:
     return load_config(path, args.set, base=_cli_overrides(args))
 
 
+def _run_main_job(args: argparse.Namespace) -> int:
+    from followrec.local_airflow import run_dags
+
+    run = Path(args.run).resolve()
+    data = {k: v for k, v in _cli_overrides(args).items() if k.startswith("data.")}
+    features = {"run_dir": str(run), "extra_settings": [f"{k}={v}" for k, v in data.items()]}
+    features["extra_settings"] += list(args.set)
+    if args.languages:
+        features["twitch_languages"] = args.languages.split(",")
+    training = {"run_dir": str(run), "extra_settings": list(args.set)}
+    if args.epochs:
+        training["epochs"] = args.epochs
+    results = run_dags(run, {"followrec_features": features, "followrec_training": training})
+    failed = False
+    for dag_id, info in results.items():
+        print(f"{dag_id}: {info['state']} in {info['seconds']} s")
+        for task_id, state in info["tasks"].items():
+            print(f"  {task_id:18s} {state}")
+        failed |= not info["state"].endswith("success")
+    if failed or len(results) < 2:
+        print(
+            "followrec: a DAG run failed; see the task logs in RUN/airflow-home/logs",
+            file=sys.stderr,
+        )
+        return 1
+    report = json.loads((run / "report.json").read_text())
+    print("\nRecall@100 / MAP@100 on the holdout:")
+    for source, metrics in report["sources"].items():
+        print(f"  {source:20s} {metrics['recall@100']:.4f} / {metrics['map@100']:.4f}")
+    promotion = json.loads((run / "promotion.json").read_text())
+    print(f"\nmodel version {promotion['model_version']} promoted: {promotion['promoted']}")
+    print(f"published index: {promotion['published_index']}")
+    print(
+        f"next: followrec recommend --run {args.run} --user 0   |   followrec ui --run {args.run}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `followrec` console script."""
     parser = build_parser()
@@ -291,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 result = pipeline.run_step(name, cfg, args.run, progress=progress)
                 print(f"{name}: {json.dumps(result, default=str)[:400]}")
+        elif args.command == "run":
+            return _run_main_job(args)
         elif args.command == "recommend":
             from serving.candidates import Recommender
 
