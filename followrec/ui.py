@@ -18,6 +18,8 @@ def commands(cfg: Config, run: Path, host: str) -> dict[str, tuple[list[str], di
     bin_dir = Path(sys.executable).parent
     dags = Path(__file__).resolve().parents[1] / "dags"
     airflow_env = {
+        # `airflow standalone` starts its components as `airflow ...` from PATH.
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str((run / "airflow-home").resolve()),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
