@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag
 
-FEATURES = Asset(name="followrec_features", uri="file:///followrec/features")
+from followrec.dag_wiring import FEATURES_ASSET, chain_steps
+from followrec.step_names import FEATURES_STEPS
 
 DOC = """
 ### followrec_features
@@ -52,25 +53,7 @@ stay as they were. Params: the source, the run folder, the online store, extra s
 def followrec_features() -> None:
     """Raw graph -> validated feature tables in Feast."""
 
-    def step(name: str, outlets: list | None = None):  # noqa: ANN202
-        @task(task_id=name, outlets=outlets or [])
-        def run(**context) -> dict:  # noqa: ANN003
-            from followrec import steps
-
-            return steps.run(name, context["params"])
-
-        return run()
-
-    chain = [
-        step("ingest"),
-        step("validate_raw"),
-        step("build_features"),
-        step("validate_features"),
-        step("feast_apply"),
-        step("materialize", outlets=[FEATURES]),
-    ]
-    for upstream, downstream in zip(chain, chain[1:]):
-        upstream >> downstream
+    chain_steps(FEATURES_STEPS, outlets={"materialize": [FEATURES_ASSET]})
 
 
 followrec_features()

@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
+
+from followrec.dag_wiring import chain_steps
+from followrec.step_names import REFRESH_STEPS
 
 DOC = """
 ### followrec_index_refresh
@@ -40,18 +43,7 @@ retraining. It refuses when the snapshot has accounts the champion has no embedd
 def followrec_index_refresh() -> None:
     """Champion + fresh features -> new index version."""
 
-    def step(name: str):  # noqa: ANN202
-        @task(task_id=name)
-        def run(**context) -> dict:  # noqa: ANN003
-            from followrec import steps
-
-            return steps.run(name, context["params"])
-
-        return run()
-
-    chain = [step(name) for name in ("refresh_index", "validate_refresh", "publish_refresh")]
-    for upstream, downstream in zip(chain, chain[1:]):
-        upstream >> downstream
+    chain_steps(REFRESH_STEPS)
 
 
 followrec_index_refresh()

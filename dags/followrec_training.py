@@ -8,7 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag
+
+from followrec.dag_wiring import FEATURES_ASSET, chain_steps
+from followrec.step_names import TRAINING_STEPS
 
 DOC = """
 ### followrec_training
@@ -30,7 +33,7 @@ floors, target ANN recall, tracking URI, extra settings. Re-running a run is ide
 
 @dag(
     dag_id="followrec_training",
-    schedule=[Asset(name="followrec_features", uri="file:///followrec/features")],
+    schedule=[FEATURES_ASSET],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["followrec", "training", "mlflow"],
@@ -51,27 +54,7 @@ floors, target ANN recall, tracking URI, extra settings. Re-running a run is ide
 def followrec_training() -> None:
     """Training set -> model -> gate -> index -> champion."""
 
-    def step(name: str):  # noqa: ANN202
-        @task(task_id=name)
-        def run(**context) -> dict:  # noqa: ANN003
-            from followrec import steps
-
-            return steps.run(name, context["params"])
-
-        return run()
-
-    names = [
-        "training_set",
-        "train",
-        "evaluate",
-        "gate",
-        "build_index",
-        "validate_index",
-        "promote",
-    ]
-    chain = [step(name) for name in names]
-    for upstream, downstream in zip(chain, chain[1:]):
-        upstream >> downstream
+    chain_steps(TRAINING_STEPS)
 
 
 followrec_training()

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -167,23 +167,31 @@ def train_variant(
     }
 
 
-def prepare(cfg: Config, out_dir: Path, ds: Dataset | None, progress: bool) -> tuple:
+class Prepared(NamedTuple):
+    """What the train and evaluate steps both start from."""
+
+    ds: Dataset
+    split: Split
+    users: np.ndarray
+
+
+def prepare(cfg: Config, progress: bool) -> Prepared:
     """The dataset, its split and the evaluated users, after failing fast on bad settings."""
     for variant in cfg.eval.two_tower:
         variant_config(cfg, variant)  # fail on a bad name before any work
-    ds = ds if ds is not None else load_dataset(cfg, progress=progress)
+    ds = load_dataset(cfg, progress=progress)
     split = split_dataset(ds, cfg.split)
-    return ds, split, eval_users(split, cfg)
+    return Prepared(ds, split, eval_users(split, cfg))
 
 
 def train(
-    cfg: Config, out_dir: str | Path, ds: Dataset | None = None, progress: bool = True
+    cfg: Config, out_dir: str | Path, prepared: Prepared | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Train every configured two-tower variant under one parent MLflow run; writes
     trained.json (variants, model folders, run ids) for the evaluate step."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    ds, split, _ = prepare(cfg, out_dir, ds, progress)
+    ds, split, _ = prepared or prepare(cfg, progress)
     fingerprint = _fingerprint(cfg, ds)
     done = out_dir / "trained.json"
     if done.exists():
@@ -217,7 +225,7 @@ def train(
 def evaluate(
     cfg: Config,
     out_dir: str | Path,
-    ds: Dataset | None = None,
+    prepared: Prepared | None = None,
     tables: FeatureTables | None = None,
     progress: bool = True,
     tags: dict[str, Any] | None = None,
@@ -230,7 +238,7 @@ def evaluate(
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    ds, split, users = prepare(cfg, out_dir, ds, progress)
+    ds, split, users = prepared or prepare(cfg, progress)
     trained_path = out_dir / "trained.json"
     if cfg.eval.two_tower and not trained_path.exists():
         raise InputError("no trained models here: run the train step first", path=str(trained_path))
@@ -330,9 +338,9 @@ def evaluate(
 
 def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """`followrec evaluate`: train the two-tower variants, then score every source."""
-    ds, _, _ = prepare(cfg, Path(out_dir), None, progress)
-    train(cfg, out_dir, ds=ds, progress=progress)
-    return evaluate(cfg, out_dir, ds=ds, progress=progress)
+    prepared = prepare(cfg, progress)  # loaded and split once for both steps
+    train(cfg, out_dir, prepared=prepared, progress=progress)
+    return evaluate(cfg, out_dir, prepared=prepared, progress=progress)
 
 
 def _fingerprint(cfg: Config, ds: Dataset) -> str:

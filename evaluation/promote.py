@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from evaluation.gate import decide
+from evaluation.gate import Decision, decide
 from evaluation.registry import CHAMPION, alias_version, record_decision, version_metrics
 from evaluation.registry import rollback as registry_rollback
 from evaluation.tracking import registry_client, tracking_uri
@@ -86,7 +86,7 @@ def gate(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         "champion": champion_metrics,
     }
     if not decision.promote:
-        record_decision(client, version, decision.__class__(False, reasons), None)
+        record_decision(client, version, Decision(False, reasons), None)
     atomic_write(run_dir / "gate.json", json.dumps(out, indent=2))
     return out
 
@@ -205,7 +205,7 @@ def promote(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         )
         failed = [name for name, ok in checked["checks"].items() if not ok]
         if failed:
-            decision = decision.__class__(
+            decision = Decision(
                 False, [*decision.reasons, f"index checks failed: {', '.join(failed)}"]
             )
         client = client_for(cfg, run_dir)

@@ -109,12 +109,7 @@ def apply(cfg: FeastConfig, feature_dir: str | Path, feast_dir: str | Path) -> d
     return {
         "feast_repo": str(feast_dir.resolve()),
         "objects": sorted(f"{type(o).__name__}:{o.name}" for o in objects),
-        **{
-            f"{t}_service": definitions.service_name(
-                t, read_manifest(feature_dir)["schema_version"]
-            )
-            for t in TOWERS
-        },
+        **{f"{t}_service": name for t, name in read_manifest(feature_dir)["services"].items()},
     }
 
 

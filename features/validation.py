@@ -6,7 +6,6 @@ failure raises ValidationFailed naming every failed expectation."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ import pandas as pd
 from features.contract import REQUIRED
 from followrec.atomic import atomic_write
 from followrec.config import ValidationConfig
-
-log = logging.getLogger(__name__)
 
 STATS_FILE = "last_success.json"  # drift reference: statistics of the last passing run
 

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--run", required=True, help="the folder `followrec evaluate` wrote")
     _add_config_args(back)
 
-    from followrec.pipeline import FEATURES_STEPS, REFRESH_STEPS, STEPS, TRAINING_STEPS
+    from followrec.step_names import ALL_STEPS, FEATURES_STEPS, REFRESH_STEPS, TRAINING_STEPS
 
     run_help = "the run folder (default: runs/pipeline)"
     for name, steps, text in (
@@ -174,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "step",
         formatter_class=raw,
         help="run one DAG task's step (what each Airflow task calls)",
-        description="Steps: " + ", ".join(STEPS),
+        description="Steps: " + ", ".join(ALL_STEPS),
     )
-    one.add_argument("name", choices=list(STEPS), metavar="NAME", help="the step (task id)")
+    one.add_argument("name", choices=list(ALL_STEPS), metavar="NAME", help="the step (task id)")
     _add_data_args(one)
     one.add_argument("--run", default="runs/pipeline", help=run_help)
     _add_config_args(one)
@@ -231,7 +231,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve(args: argparse.Namespace) -> Config:
     """The config a command runs with (a run folder's own config for the registry steps)."""
-    from followrec.pipeline import FEATURES_STEPS
+    from followrec.step_names import FEATURES_STEPS
 
     path = args.config
     run = getattr(args, "run", None)
@@ -333,12 +333,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{out['published_index']}"
                 )
         elif args.command in ("features", "training", "refresh", "step"):
-            from followrec import pipeline
+            from followrec import pipeline, step_names
 
             names = {
-                "features": pipeline.FEATURES_STEPS,
-                "training": pipeline.TRAINING_STEPS,
-                "refresh": pipeline.REFRESH_STEPS,
+                "features": step_names.FEATURES_STEPS,
+                "training": step_names.TRAINING_STEPS,
+                "refresh": step_names.REFRESH_STEPS,
             }.get(args.command, (getattr(args, "name", None),))
             for name in names:
                 result = pipeline.run_step(name, cfg, args.run, progress=progress)

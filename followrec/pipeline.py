@@ -403,23 +403,3 @@ def run_step(name: str, cfg: Config, run: str | Path, progress: bool = True) -> 
     if name in PROGRESS_STEPS:
         return STEPS[name](cfg, run, progress=progress)
     return STEPS[name](cfg, run)
-
-
-FEATURES_STEPS = (
-    "ingest",
-    "validate_raw",
-    "build_features",
-    "validate_features",
-    "feast_apply",
-    "materialize",
-)
-TRAINING_STEPS = (
-    "training_set",
-    "train",
-    "evaluate",
-    "gate",
-    "build_index",
-    "validate_index",
-    "promote",
-)
-REFRESH_STEPS = ("refresh_index", "validate_refresh", "publish_refresh")

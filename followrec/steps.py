@@ -9,9 +9,10 @@ from typing import Any
 
 from followrec import pipeline
 from followrec.config import Config, load_config
+from followrec.step_names import ALL_STEPS, FEATURES_STEPS
 
 # DAG task id -> the CLI command that runs the same step function.
-TASK_COMMANDS = {name: "step" for name in pipeline.STEPS}
+TASK_COMMANDS = {name: "step" for name in ALL_STEPS}
 
 # Params -> config settings (only those a DAG defines are applied).
 SETTINGS = {
@@ -50,5 +51,5 @@ def config_from_params(params: dict[str, Any], fresh: bool = False) -> tuple[Con
 
 def run(task: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one DAG task's step with the DAG run's Params."""
-    cfg, run_dir = config_from_params(params, fresh=task in pipeline.FEATURES_STEPS)
+    cfg, run_dir = config_from_params(params, fresh=task in FEATURES_STEPS)
     return pipeline.run_step(task, cfg, run_dir, progress=False)

@@ -91,3 +91,20 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if name in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def synthetic_feature_tables(n_accounts: int, mean_follows: int):  # noqa: ANN201
+    """Feature tables of a small generated graph (training follows only)."""
+    from features.split import split_dataset
+    from features.synthetic import generate
+    from features.transforms import build_features
+    from followrec.config import load_config
+
+    cfg = load_config(
+        None, [f"synthetic.n_accounts={n_accounts}", f"synthetic.mean_follows={mean_follows}"]
+    )
+    ds = generate(cfg.synthetic, progress=False)
+    split = split_dataset(ds, cfg.split)
+    return build_features(
+        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
+    )

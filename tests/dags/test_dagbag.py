@@ -2,8 +2,9 @@
 
 import textwrap
 
+from followrec import pipeline
 from followrec.cli import build_parser
-from followrec.pipeline import FEATURES_STEPS, REFRESH_STEPS, TRAINING_STEPS
+from followrec.step_names import ALL_STEPS, FEATURES_STEPS, REFRESH_STEPS, TRAINING_STEPS
 from followrec.steps import TASK_COMMANDS
 from tests.dags.conftest import DAGS, run_python
 
@@ -42,6 +43,7 @@ def test_dags_import_cleanly_with_docs_tags_retries_and_cli_steps(airflow_env):
     assert {"run_dir", "epochs", "floor_recall_at_100", "target_ann_recall"} <= set(
         training["params"]
     )
+    assert tuple(pipeline.STEPS) == ALL_STEPS  # the registry and the DAGs list the same steps
     assert training["order"] == list(TRAINING_STEPS)
     assert bag["dags"]["followrec_features"]["order"] == list(FEATURES_STEPS)
     assert bag["dags"]["followrec_index_refresh"]["order"] == list(REFRESH_STEPS)

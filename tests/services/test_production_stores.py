@@ -9,10 +9,8 @@ import pytest
 from evaluation.registry import CHAMPION, alias_version
 from evaluation.tracking import MODEL_NAME, Tracker, registry_client
 from features import feature_store
-from features.split import split_dataset
-from features.synthetic import generate
-from features.transforms import build_features
-from followrec.config import FeastConfig, load_config
+from followrec.config import FeastConfig
+from tests.conftest import synthetic_feature_tables
 
 
 @pytest.fixture
@@ -30,12 +28,7 @@ def postgres_db():
 
 @pytest.fixture(scope="module")
 def tables():
-    cfg = load_config(None, ["synthetic.n_accounts=400", "synthetic.mean_follows=8"])
-    ds = generate(cfg.synthetic, progress=False)
-    split = split_dataset(ds, cfg.split)
-    return build_features(
-        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-    )
+    return synthetic_feature_tables(400, 8)
 
 
 @pytest.mark.redis

@@ -7,21 +7,14 @@ import pytest
 
 from feature_repo import definitions
 from features import feature_store
-from features.split import split_dataset
-from features.synthetic import generate
-from features.transforms import build_features
-from followrec.config import FeastConfig, load_config
+from followrec.config import FeastConfig
 from followrec.errors import InputError
+from tests.conftest import synthetic_feature_tables
 
 
 @pytest.fixture(scope="module")
 def tables():
-    cfg = load_config(None, ["synthetic.n_accounts=300", "synthetic.mean_follows=6"])
-    ds = generate(cfg.synthetic, progress=False)
-    split = split_dataset(ds, cfg.split)
-    return build_features(
-        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-    )
+    return synthetic_feature_tables(300, 6)
 
 
 def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
