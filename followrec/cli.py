@@ -189,7 +189,39 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", type=int, default=20, help="how many candidates (1-1000)")
     rec.add_argument("--run", default="runs/pipeline", help=run_help)
     rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.add_argument(
+        "--popularity-discount", type=float, default=0.0, help="0-1: lower popular accounts"
+    )
+    rec.add_argument("--diversity", type=float, default=0.0, help="0-1: MMR diversity re-rank")
     _add_config_args(rec)
+
+    srv = sub.add_parser(
+        "serve",
+        formatter_class=raw,
+        help="the online candidate service (HTTP) over a run's champion",
+        description="Serves the run's champion and its published index with Feast online\n"
+        "features. GET /v1/users/{id}/candidates?k=100, POST /v1/candidates (onboarding),\n"
+        "POST /v1/events, /healthz, /readyz, /metrics; OpenAPI docs at /docs.\n"
+        "The champion alias is polled (serving.poll_seconds) and swapped in atomically.\n"
+        "Settings: serving.* (followrec config); the API key also from $FOLLOWREC_API_KEY.",
+    )
+    srv.add_argument("--run", default="runs/pipeline", help=run_help)
+    srv.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (default serving.port, 8000)")
+    _add_config_args(srv)
+
+    rep = sub.add_parser(
+        "serving-report",
+        help="cold-start recall and re-rank costs of the serving options on a run's holdout",
+        description="Cold start: Recall@100 of users with few training follows (tower from "
+        "their features, tower from an onboarding profile alone) against popularity by "
+        "country and overall. Re-ranking: Recall/MAP lost and coverage/novelty gained by "
+        "the popularity discount and the diversity re-rank. Writes RUN/serving_report.json "
+        "and logs it (with a plot) to MLflow.",
+    )
+    rep.add_argument("--run", default="runs/pipeline", help=run_help)
+    rep.add_argument("--max-users", type=int, default=5000, help="holdout users sampled")
+    _add_config_args(rep)
 
     ui = sub.add_parser(
         "ui",
@@ -218,6 +250,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "path": "data.parquet_dir",
         "accounts": "synthetic.n_accounts",
         "seed": "synthetic.seed",
+        "host": "serving.host",
+        "port": "serving.port",
     }
     out = {
         key: getattr(args, name)
@@ -346,11 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             return _run_main_job(args)
         elif args.command == "recommend":
-            from serving.candidates import Recommender
+            from serving.candidates import Options, Recommender
 
-            found = Recommender(args.run, cfg).recommend(args.user, args.k)
+            options = Options(args.k, args.popularity_discount, args.diversity)
+            found = Recommender(args.run, cfg).recommend(args.user, options)
             if args.json:
-                print(json.dumps(found.__dict__, indent=2))
+                print(json.dumps(found.to_dict(), indent=2))
             else:
                 print(
                     f"user {found.user_id}: model v{found.model_version}, index "
@@ -360,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
                     zip(found.account_ids, found.scores, strict=True), 1
                 ):
                     print(f"{rank:4d}  {account:>10d}  {score:.4f}")
+        elif args.command == "serving-report":
+            from evaluation.serving_report import serving_report
+
+            out = serving_report(cfg, args.run, args.max_users, progress=progress)
+            print(json.dumps(out, indent=2))
+        elif args.command == "serve":
+            from serving.server import serve
+
+            return serve(cfg, args.run, args.host, args.port)
         elif args.command == "ui":
             from followrec.ui import serve_uis
 

@@ -181,6 +181,19 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The online candidate service (`followrec serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # required on /v1/* when set (or $FOLLOWREC_API_KEY)
+    poll_seconds: float = 10.0  # how often the champion alias is checked; 0 = never
+    cache_size: int = 10_000  # recent results kept (by user, options and versions)
+    cold_start_max_follows: int = 3  # users with at most this many follows are cold starts
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -196,6 +209,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     feast: FeastConfig = field(default_factory=FeastConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), for YAML/JSON/MLflow params."""

@@ -1,119 +1,535 @@
-"""The inference path for one run: the `champion` from the MLflow registry, its published
-FAISS index, and users' online features from Feast (the definitions training used)."""
+"""The inference path: the `champion` from the MLflow registry with its published FAISS
+index (a *pair*, swapped as one), users' online features from Feast, filters (self,
+followed, blocked, removed) and an optional re-rank (popularity discount, diversity)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import shutil
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
+import yaml
 
+from evaluation.metrics import popularity_percentile
 from feature_repo import definitions
 from features import feature_store
+from features.transforms import follow_count_bucket
 from followrec.errors import InputError
+from serving.cache import ResultCache
+from serving.moderation import Moderation
+from serving.rerank import discount, mmr
 from training.data import tower_tensors
 from training.model_io import load_model_dir
 from training.train import TrainedModel, encode
 
+log = logging.getLogger("followrec.serving")
+
+MAX_K = 1000
+RERANK_POOL = 3  # a re-rank chooses k from this many times k retrieved candidates
+EVENT_TYPES = ("follow", "unfollow", "engagement", "block", "unblock")
+_INDEX_MODEL = re.compile(r"^model-v(\d+)(?:-|$)")
+
+
+class PairRefused(Exception):
+    """A champion/index pair that must not serve; the reason is logged and shown."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request knobs (hashable: part of the cache key)."""
+
+    k: int = 100
+    popularity_discount: float = 0.0
+    diversity: float = 0.0
+
+    def check(self) -> None:
+        """Raise naming the first out-of-range knob."""
+        if not 1 <= self.k <= MAX_K:
+            raise InputError(f"must be between 1 and {MAX_K}", field="k", value=self.k)
+        for name in ("popularity_discount", "diversity"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError("must be between 0 and 1", field=name, value=value)
+
+    @property
+    def reranks(self) -> bool:
+        return self.popularity_discount > 0 or self.diversity > 0
+
+
+@dataclass
+class Pair:
+    """A model and the index built from it: they serve together or not at all."""
+
+    model_version: str
+    index_version: str
+    trained: TrainedModel
+    index: Any
+    account_ids: np.ndarray
+    vectors: np.ndarray  # producer embeddings by index row (for the diversity re-rank)
+    percentile: np.ndarray  # follower-count percentile by index row
+    service: Any  # the Feast FeatureService the consumer tower reads
+
+    @property
+    def versions(self) -> tuple[str, str]:
+        return (self.model_version, self.index_version)
+
 
 @dataclass
 class Candidates:
-    """Account ids with retrieval scores, and what produced them."""
+    """Account ids with scores, and what produced them."""
 
-    user_id: int
+    user_id: int | None
     account_ids: list[int]
     scores: list[float]
+    retrieval_scores: list[float]
     model_version: str
     index_version: str
+    cold_start: bool
     seconds: dict[str, float]
+    cached: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of a candidates response."""
+        return {
+            "user_id": self.user_id,
+            "candidates": [
+                {"account_id": a, "score": round(s, 6), "retrieval_score": round(r, 6)}
+                for a, s, r in zip(self.account_ids, self.scores, self.retrieval_scores)
+            ],
+            "model_version": self.model_version,
+            "index_version": self.index_version,
+            "cold_start": self.cold_start,
+            "cached": self.cached,
+            "latency_ms": {k: round(v * 1000, 3) for k, v in self.seconds.items()},
+            "warnings": self.warnings,
+        }
 
 
 class Recommender:
-    """Loads the champion and its index once; answers many users."""
+    """Serves one run's champion. Thread-safe: a request takes the current pair once and
+    finishes on it, while `refresh()` may swap in a new pair for later requests."""
 
-    def __init__(self, run_dir: str | Path, cfg: Any) -> None:
-        from evaluation import promote
-        from evaluation.registry import CHAMPION, alias_version
-        from indexing.store import load_published
-
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cfg: Any,
+        cache_size: int = 0,
+        cold_start_max_follows: int = 3,
+    ) -> None:
         self.run_dir = Path(run_dir)
-        client = promote.client_for(cfg, self.run_dir)
-        champion = alias_version(client, CHAMPION)
+        self.cfg = cfg
+        # One user per forward pass: threads across requests beat threads inside one.
+        torch.set_num_threads(1)
+        self.cold_start_max_follows = cold_start_max_follows
+        self.cache = ResultCache(cache_size)
+        self.moderation = Moderation(self.run_dir / "serving" / "moderation.db")
+        self.store = feature_store.open_store(self.run_dir / "feast")
+        self.consumer_schema = pq.read_schema(self.run_dir / "features" / "consumer.parquet")
+        self._swap_lock = threading.Lock()
+        self._event_lock = threading.Lock()
+        self.last_refusal: str | None = None
+        self.swaps = 0
+        champion, index_version = self.published_versions()
         if champion is None:
             raise InputError("no champion in the registry: run the training DAG first")
-        self.index, self.account_ids, self.manifest = load_published(
-            promote.index_root(cfg, self.run_dir)
-        )
-        self.model_version = str(champion.version)
-        self.trained: TrainedModel = load_model_dir(self.manifest["model_dir"])
-        if self.trained.schema["hash"] != self.manifest["schema_hash"]:
-            raise InputError(
-                "the published index was built by another model schema",
-                field="schema_hash",
-                value=self.manifest["schema_hash"],
+        try:
+            self.pair = self.load_pair(champion, index_version)
+        except PairRefused as exc:
+            raise InputError(str(exc), field="champion", value=champion) from None
+
+    # ------------------------------------------------------------------ pair and swap
+
+    def _client(self):  # noqa: ANN202 - an MlflowClient
+        from evaluation import promote
+
+        return promote.client_for(self.cfg, self.run_dir)
+
+    def _index_root(self) -> Path:
+        from evaluation import promote
+
+        return promote.index_root(self.cfg, self.run_dir)
+
+    def published_versions(self) -> tuple[str | None, str | None]:
+        """The champion alias's version and the published index version, right now."""
+        from evaluation.registry import CHAMPION, alias_version
+        from indexing.store import read_pointer
+
+        champion = alias_version(self._client(), CHAMPION)
+        pointer = read_pointer(self._index_root()) or {}
+        return (None if champion is None else str(champion.version), pointer.get("current"))
+
+    def load_pair(self, model_version: str, index_version: str | None) -> Pair:
+        """Load and check a pair; PairRefused names why it may not serve."""
+        from indexing.store import load_version
+
+        if index_version is None:
+            raise PairRefused("no index has been published")
+        built_for = _INDEX_MODEL.match(index_version)
+        if built_for is None or built_for.group(1) != model_version:
+            raise PairRefused(
+                f"published index {index_version} was not built for champion v{model_version} "
+                "(a promotion or rollback is in progress)"
             )
-        layout_features = self.run_dir / "features"
-        self.service = feature_store.read_manifest(layout_features)["services"]["consumer"]
-        self.feast_dir = self.run_dir / "feast"
-
-    def user_features(self, user_ids: list[int]) -> pd.DataFrame:
-        """Online consumer features; unknown users come back with nulls (cold start)."""
-        return feature_store.online_features(
-            self.feast_dir, self.service, definitions.KEYS["consumer"], user_ids
+        model_dir = self._model_dir(model_version)
+        schema = json.loads((model_dir / "model.json").read_text())["schema"]
+        index, account_ids, manifest = load_version(self._index_root(), index_version)
+        if manifest["schema_hash"] != schema["hash"]:
+            raise PairRefused(
+                f"index {index_version} has schema {manifest['schema_hash']}, "
+                f"model v{model_version} has {schema['hash']}"
+            )
+        service = self.store.get_feature_service(
+            feature_store.read_manifest(self.run_dir / "features")["services"]["consumer"],
+            allow_cache=False,
+        )
+        online = {f.name for p in service.feature_view_projections for f in p.features}
+        missing = [f["name"] for f in schema["consumer"] if f["name"] not in online]
+        if missing:
+            raise PairRefused(
+                f"model v{model_version} (schema {schema['hash']}) needs consumer "
+                f"features the online service {service.name} lacks: {', '.join(missing)}"
+            )
+        trained = load_model_dir(model_dir)
+        return Pair(
+            model_version=model_version,
+            index_version=index_version,
+            trained=trained,
+            index=index,
+            account_ids=account_ids,
+            vectors=_vectors(index),
+            percentile=self._percentiles(account_ids),
+            service=service,
         )
 
-    def recommend(self, user_id: int, k: int = 100) -> Candidates:
-        """Top k accounts for one user, excluding the user and whom they follow."""
-        if k < 1 or k > 1000:
-            raise InputError("k must be between 1 and 1000", field="k", value=k)
+    def _model_dir(self, version: str) -> Path:
+        """The registered version's weights, downloaded once from the MLflow registry."""
+        import mlflow
+
+        from evaluation.tracking import MODEL_NAME
+
+        target = self.run_dir / "serving" / "models" / f"v{version}"
+        if not (target / "MLmodel").exists():
+            client = self._client()
+            tmp = target.with_name(f".{target.name}.{threading.get_ident()}")
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=client.get_model_version_download_uri(MODEL_NAME, version),
+                dst_path=str(tmp),
+            )
+            if not target.exists():  # another worker may have finished first
+                Path(local).replace(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+        mlmodel = yaml.safe_load((target / "MLmodel").read_text())
+        relative = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
+        return target / relative
+
+    def _percentiles(self, account_ids: np.ndarray) -> np.ndarray:
+        producer = pd.read_parquet(
+            self.run_dir / "features" / "producer.parquet", columns=["account_id", "follower_count"]
+        )
+        counts = producer.set_index("account_id")["follower_count"].reindex(account_ids).fillna(0)
+        return popularity_percentile(counts.to_numpy())
+
+    def refresh(self) -> dict[str, Any]:
+        """Poll the registry and the index pointer; swap in a new pair when they moved and
+        the pair passes its checks. Returns what happened."""
+        with self._swap_lock:
+            current = self.pair
+            try:
+                champion, index_version = self.published_versions()
+            except Exception as exc:  # registry unreachable: keep serving
+                return self._refused(current, f"cannot read the registry: {exc}")
+            if champion is None:
+                return self._refused(current, "the registry has no champion")
+            if (champion, index_version) == current.versions:
+                return {"swapped": False, "serving": list(current.versions)}
+            try:
+                new = self.load_pair(champion, index_version)
+            except PairRefused as exc:
+                return self._refused(current, str(exc))
+            except Exception as exc:  # a broken artifact must not take the service down
+                return self._refused(current, f"{type(exc).__name__}: {exc}")
+            self.pair = new  # one reference assignment: requests see the old or the new pair
+            self.cache.clear()
+            self.swaps += 1
+            self.last_refusal = None
+            log.info(
+                "swapped",
+                extra={"fields": {"from": list(current.versions), "to": list(new.versions)}},
+            )
+            return {"swapped": True, "from": list(current.versions), "serving": list(new.versions)}
+
+    def _refused(self, current: Pair, reason: str) -> dict[str, Any]:
+        if reason != self.last_refusal:
+            log.warning(
+                "swap refused",
+                extra={"fields": {"reason": reason, "serving": list(current.versions)}},
+            )
+        self.last_refusal = reason
+        return {"swapped": False, "refused": reason, "serving": list(current.versions)}
+
+    # ------------------------------------------------------------------ features
+
+    def online_row(self, user_id: int, pair: Pair | None = None) -> tuple[pd.DataFrame, bool]:
+        """The user's online consumer features and whether the store knows the user."""
+        pair = pair or self.pair
+        key = definitions.KEYS["consumer"]
+        response = self.store.get_online_features(
+            features=pair.service, entity_rows=[{key: int(user_id)}]
+        )
+        frame = pd.DataFrame(response.to_dict())
+        known = not frame.drop(columns=[key]).isna().all(axis=None)
+        return frame, known
+
+    # ------------------------------------------------------------------ candidates
+
+    def recommend(self, user_id: int, options: Options | int = 100) -> Candidates:
+        """Top k for a user by id; an unknown user is served as a cold start."""
+        options = Options(k=options) if isinstance(options, int) else options
+        options.check()
+        pair = self.pair
         started = time.perf_counter()
-        frame = self.user_features([user_id])
-        if frame.drop(columns=[definitions.KEYS["consumer"]]).isna().all(axis=None):
-            raise InputError("unknown user: no online features", field="user_id", value=user_id)
+        cached = self.cache.get(user_id, (options, pair.versions))
+        if cached is not None:
+            return _replace(cached, cached=True, seconds={"total": time.perf_counter() - started})
+        frame, known = self.online_row(user_id, pair)
         fetched = time.perf_counter()
-        frame = _fill(frame, self.trained.schema["consumer"])
+        follows = _bag(frame, "follows")
+        cold = not known or len(follows) <= self.cold_start_max_follows
+        out = self._rank(pair, frame, user_id, follows, options, cold, fetched - started)
+        self.cache.put(user_id, (options, pair.versions), out)
+        return out
+
+    def recommend_profile(self, profile: dict[str, Any], options: Options) -> Candidates:
+        """Top k for an onboarding profile (language, country, interests, follows), merged
+        over the user's online features when a known user_id is given."""
+        options.check()
+        pair = self.pair
+        started = time.perf_counter()
+        user_id = profile.get("user_id")
+        key = definitions.KEYS["consumer"]
+        if user_id is not None:
+            frame, _ = self.online_row(user_id, pair)
+        else:
+            frame = pd.DataFrame({key: [-1]})
+        warnings: list[str] = []
+        vocab = pair.trained.vocabularies
+        for name in ("language", "country"):
+            value = profile.get(name)
+            if value is None:
+                continue
+            values = vocab.get(name, [])
+            if value not in values:
+                warnings.append(f"{name} {value!r} is unknown to the model; treated as unknown")
+            frame[name] = values.index(value) if value in values else 0
+        n_ids = pair.trained.n_ids
+        if profile.get("interests") is not None:
+            frame["topics"] = [_checked_ids(profile["interests"], n_ids["topics"], "interests")]
+        follows = _bag(frame, "follows")
+        if profile.get("follows") is not None:
+            follows = _checked_ids(profile["follows"], n_ids["accounts"], "follows")
+            frame["follows"] = [follows]
+            frame["recent_follows"] = [follows[: self.cfg.features.recent_follows]]
+            frame["follow_count_bucket"] = int(follow_count_bucket(np.array([len(follows)]))[0])
+        cold = len(follows) <= self.cold_start_max_follows
+        fetched = time.perf_counter()
+        out = self._rank(pair, frame, user_id, follows, options, cold, fetched - started)
+        out.warnings = warnings
+        return out
+
+    def _rank(
+        self,
+        pair: Pair,
+        frame: pd.DataFrame,
+        user_id: int | None,
+        follows: np.ndarray,
+        options: Options,
+        cold: bool,
+        feature_seconds: float,
+    ) -> Candidates:
+        t0 = time.perf_counter()
+        frame = _fill(frame, pair.trained.schema["consumer"])
         tensors = tower_tensors(
             frame,
-            self.trained.schema["consumer"],
-            self.trained.dense_stats["consumer"],
-            self.trained.train_config["max_history"],
+            pair.trained.schema["consumer"],
+            pair.trained.dense_stats["consumer"],
+            pair.trained.train_config["max_history"],
         )
         with torch.no_grad():
-            query = encode(self.trained.model.consumer, tensors).numpy().astype(np.float32)
-        encoded = time.perf_counter()
-        followed = (
-            set(np.asarray(frame["follows"].iloc[0]).tolist()) if "follows" in frame else set()
-        )
-        depth = min(self.index.ntotal, k + len(followed) + 1)
-        scores, rows = self.index.search(query, depth)
-        searched = time.perf_counter()
-        ids, kept = [], []
-        for score, row in zip(scores[0], rows[0], strict=True):
-            if row < 0:
-                continue
-            account = int(self.account_ids[row])
-            if account == user_id or account in followed:
-                continue
-            ids.append(account)
-            kept.append(float(score))
-            if len(ids) == k:
-                break
+            query = encode(pair.trained.model.consumer, tensors).numpy().astype(np.float32)
+        t1 = time.perf_counter()
+        excluded = set(follows.tolist()) | self.moderation.removed()
+        if user_id is not None:
+            excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
+        want = options.k * (RERANK_POOL if options.reranks else 1)
+        rows, scores = _search_excluding(pair, query, want, excluded)
+        t2 = time.perf_counter()
+        final = scores.astype(np.float64)
+        order = np.arange(len(rows))
+        if options.popularity_discount > 0:
+            final = discount(scores, pair.percentile[rows], options.popularity_discount)
+            order = np.argsort(-final, kind="stable")
+        if options.diversity > 0:
+            order = mmr(final, pair.vectors[rows], options.k, options.diversity)
+        order = order[: options.k]
+        t3 = time.perf_counter()
         return Candidates(
             user_id=user_id,
-            account_ids=ids,
-            scores=kept,
-            model_version=self.model_version,
-            index_version=self.manifest["version"],
+            account_ids=[int(a) for a in pair.account_ids[rows[order]]],
+            scores=[float(s) for s in final[order]],
+            retrieval_scores=[float(s) for s in scores[order]],
+            model_version=pair.model_version,
+            index_version=pair.index_version,
+            cold_start=cold,
             seconds={
-                "features": round(fetched - started, 4),
-                "tower": round(encoded - fetched, 4),
-                "search": round(searched - encoded, 4),
+                "features": feature_seconds,
+                "tower": t1 - t0,
+                "search": t2 - t1,
+                "rerank": t3 - t2,
+                "total": feature_seconds + t3 - t0,
             },
         )
+
+    # ------------------------------------------------------------------ events
+
+    def apply_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A follow, unfollow or engagement rewrites the user's online row through the
+        Feast push source; block/unblock change the user's filter. The user's cached
+        results are retired either way."""
+        kind = event["type"]
+        user_id, account_id = int(event["user_id"]), int(event["account_id"])
+        if kind not in EVENT_TYPES:
+            raise InputError(f"expected one of {', '.join(EVENT_TYPES)}", field="type", value=kind)
+        pair = self.pair
+        if not 0 <= account_id < pair.trained.n_ids["accounts"]:
+            raise InputError("unknown account", field="account_id", value=account_id)
+        if kind in ("block", "unblock"):
+            self.moderation.set_blocked(user_id, account_id, kind == "block")
+            self.cache.invalidate(user_id)
+            return {"user_id": user_id, "type": kind, "account_id": account_id}
+        with self._event_lock:  # read-modify-write of one row: one writer per process
+            frame, _ = self.online_row(user_id, pair)
+            row = self._complete_row(frame)
+            _apply(row, kind, account_id, event.get("kind"), self.cfg.features)
+            row[definitions.TIMESTAMP] = pd.Timestamp.now(tz="UTC")
+            from feast.data_source import PushMode
+
+            self.store.push(definitions.PUSH_SOURCE, row, to=PushMode.ONLINE)
+        self.cache.invalidate(user_id)
+        return {
+            "user_id": user_id,
+            "type": kind,
+            "account_id": account_id,
+            "follow_count": int(row["follow_count"].iloc[0]),
+        }
+
+    def _complete_row(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Every column of the consumer view, nulls (a new user) as empty values."""
+        row = {}
+        for f in self.consumer_schema:
+            if f.name == definitions.TIMESTAMP:
+                continue
+            value = frame[f.name].iloc[0] if f.name in frame else None
+            is_list = str(f.type).startswith(("list", "large_list"))
+            if is_list:
+                row[f.name] = [[int(v) for v in (value if value is not None else [])]]
+            elif value is None or (isinstance(value, float) and np.isnan(value)):
+                row[f.name] = [0]
+            else:
+                row[f.name] = [value]
+        return pd.DataFrame(row)
+
+    def ready(self) -> dict[str, Any]:
+        """What /readyz reports; raises when the online store cannot be read."""
+        pair = self.pair
+        self.online_row(0, pair)
+        return {
+            "model_version": pair.model_version,
+            "index_version": pair.index_version,
+            "producers": int(pair.index.ntotal),
+            "feature_service": pair.service.name,
+            "last_refusal": self.last_refusal,
+        }
+
+
+def _apply(row: pd.DataFrame, kind: str, account: int, engagement: str | None, fc: Any) -> None:
+    follows = [a for a in row.at[0, "follows"] if a != account]
+    recent = [a for a in row.at[0, "recent_follows"] if a != account]
+    was_following = len(follows) != len(row.at[0, "follows"])
+    if kind == "follow":
+        follows, recent = [account, *follows], [account, *recent]
+        if not was_following:
+            row.at[0, "follow_count"] = int(row.at[0, "follow_count"]) + 1
+    elif kind == "unfollow" and was_following:
+        row.at[0, "follow_count"] = max(int(row.at[0, "follow_count"]) - 1, 0)
+    elif kind == "engagement":
+        follows, recent = list(row.at[0, "follows"]), list(row.at[0, "recent_follows"])
+        if "engagement_count" in row:
+            row.at[0, "engagement_count"] = int(row.at[0, "engagement_count"]) + 1
+        column = f"engagement_{engagement}_count"
+        if engagement and column in row:
+            row.at[0, column] = int(row.at[0, column]) + 1
+    row.at[0, "follows"] = follows[: fc.max_history]
+    row.at[0, "recent_follows"] = recent[: fc.recent_follows]
+    count = int(row.at[0, "follow_count"])
+    row.at[0, "follow_count_bucket"] = int(follow_count_bucket(np.array([count]))[0])
+
+
+def _search_excluding(
+    pair: Pair, query: np.ndarray, want: int, excluded: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows and scores of the best `want` accounts not excluded; searches deeper
+    until enough remain or the index is exhausted."""
+    total = pair.index.ntotal
+    depth = min(total, want + len(excluded) + 1)
+    while True:
+        scores, rows = pair.index.search(query, depth)
+        rows, scores = rows[0], scores[0]
+        valid = rows >= 0
+        rows, scores = rows[valid], scores[valid]
+        keep = np.fromiter(
+            (int(a) not in excluded for a in pair.account_ids[rows]), bool, len(rows)
+        )
+        if keep.sum() >= want or depth >= total:
+            return rows[keep][:want], scores[keep][:want]
+        depth = min(total, depth * 2)
+
+
+def _vectors(index: Any) -> np.ndarray:
+    """Every stored producer vector, by row."""
+    if isinstance(index, faiss.IndexIVF):
+        index.make_direct_map()
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def _bag(frame: pd.DataFrame, name: str) -> np.ndarray:
+    value = frame[name].iloc[0] if name in frame else None
+    return np.asarray(value if value is not None else [], dtype=np.int64)
+
+
+def _checked_ids(values: list[int], size: int, name: str) -> np.ndarray:
+    ids = np.asarray(values, dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= size)]
+    if len(bad):
+        raise InputError(f"ids must be in [0, {size})", field=name, value=int(bad[0]))
+    return ids
+
+
+def _replace(result: Candidates, **changes: Any) -> Candidates:
+    from dataclasses import replace
+
+    return replace(result, **changes)
 
 
 def _fill(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
@@ -121,11 +537,20 @@ def _fill(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
     out = frame.copy()
     for feat in features:
         name = feat["name"]
+        if name not in out:
+            out[name] = None
         if feat["kind"] in ("id_bag", "vector"):
             dtype = np.int64 if feat["kind"] == "id_bag" else np.float32
             out[name] = [np.asarray(v if v is not None else [], dtype=dtype) for v in out[name]]
         else:
-            out[name] = out[name].fillna(0)
+            out[name] = out[name].astype(object).where(out[name].notna(), 0)
             if feat["kind"] == "categorical":
                 out[name] = out[name].astype(np.int64)
+            else:
+                out[name] = out[name].astype(np.float64)
     return out
+
+
+def describe(result: Candidates) -> str:
+    """JSON text of a result (the CLI's --json)."""
+    return json.dumps(result.to_dict(), indent=2)

@@ -1,0 +1,183 @@
+"""Load test of the candidate service: latency percentiles and throughput at several
+concurrency levels, and the share of server time in feature lookup, tower and search.
+
+Loopback only and bounded (a fixed number of requests per level). Either point it at a
+running service, or give a run folder and it starts `followrec serve` itself, once per
+online store (SQLite as the run has it; Redis on a copy re-applied and materialized there):
+
+    .venv/bin/python benchmarks/serving.py --url http://127.0.0.1:8000 --json out.json
+    .venv/bin/python benchmarks/serving.py --run runs/pipeline --stores sqlite,redis \\
+        --json runs/bench/serving.json
+
+Requests ask for k=100 candidates of random users; with --run the servers start with the
+result cache off (serving.cache_size=0) so every request does the full path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlparse
+
+# This file is named like the `serving` package; keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STAGES = ("features", "tower", "search", "rerank")
+
+
+def stage_sums(text: str) -> dict[str, float]:
+    """followrec_stage_seconds_sum per stage from /metrics text."""
+    found = re.findall(r'followrec_stage_seconds_sum\{stage="(\w+)"\} ([0-9.e+-]+)', text)
+    return {stage: float(value) for stage, value in found}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def load_level(url: str, users: int, concurrency: int, requests: int, k: int, seed: int) -> dict:
+    """`requests` GETs spread over `concurrency` threads; latency per request in ms."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    per_thread = max(1, requests // concurrency)
+
+    def worker(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for _ in range(per_thread):
+                user = rng.randrange(users)
+                started = time.perf_counter()
+                try:
+                    response = client.get(f"/v1/users/{user}/candidates", params={"k": k})
+                    ok = response.status_code == 200
+                    detail = f"{response.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, detail = False, repr(exc)
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    (latencies.append(elapsed) if ok else errors.append(detail))
+
+    before = stage_sums(httpx.get(f"{url}/metrics").text)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    after = stage_sums(httpx.get(f"{url}/metrics").text)
+    spent = {s: after.get(s, 0.0) - before.get(s, 0.0) for s in STAGES}
+    total = sum(spent.values()) or 1.0
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
+        "p95_ms": round(percentile(latencies, 95), 2) if latencies else None,
+        "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "server_share": {s: round(spent[s] / total, 3) for s in STAGES},
+        "server_ms_per_request": {
+            s: round(1000 * spent[s] / max(len(latencies), 1), 3) for s in STAGES
+        },
+    }
+
+
+def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
+    import httpx
+
+    host = urlparse(url).hostname
+    if host not in LOOPBACK:
+        raise SystemExit(f"--url must be a loopback address (got host {host!r})")
+    ready = httpx.get(f"{url}/readyz", timeout=10).json()
+    users = int(ready["producers"])
+    load_level(url, users, 2, 40, k, seed=0)  # warm-up: connections, lazy imports
+    rows = [load_level(url, users, c, requests, k, seed=c) for c in levels]
+    return {"url": url, "serving": ready, "levels": rows}
+
+
+def redis_copy(run: Path, target: Path) -> Path:
+    """The run's serving state with Feast re-applied to Redis and materialized."""
+    from followrec.cli import main
+
+    skip = shutil.ignore_patterns(
+        "airflow-home", "staged", "checkpoints", "raw", "validation", "serving", "serve-*.log"
+    )
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(run, target, ignore=skip)
+    redis = ["--set", "feast.online_store=redis", "--set", "feast.project=followrec_bench"]
+    for step in ("feast_apply", "materialize"):
+        if main(["step", step, "--run", str(target), "--quiet", *redis]) != 0:
+            raise SystemExit(f"could not {step} the Redis copy")
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", required=True, help="where to write the results")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="a running service on loopback")
+    where.add_argument("--run", help="a run folder: start the service(s) here")
+    parser.add_argument("--stores", default="sqlite,redis", help="with --run: sqlite,redis")
+    parser.add_argument("--concurrency", default="1,4,16", help="levels, comma-separated")
+    parser.add_argument("--requests", type=int, default=400, help="requests per level")
+    parser.add_argument("--k", type=int, default=100, help="candidates per request")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    results: dict = {"k": args.k, "requests_per_level": args.requests, "stores": {}}
+    if args.url:
+        results["stores"]["given"] = bench_url(args.url, levels, args.requests, args.k)
+    else:
+        from serving.launch import running_service
+
+        run = Path(args.run)
+        for store in args.stores.split(","):
+            if store not in ("sqlite", "redis"):
+                raise SystemExit(f"--stores: unknown store {store!r}; expected sqlite, redis")
+            target = run if store == "sqlite" else redis_copy(run, run.parent / "bench-redis")
+            with ExitStack() as stack:
+                url = stack.enter_context(
+                    running_service(
+                        target, "--set", "serving.cache_size=0", "--set", "serving.poll_seconds=0"
+                    )  # fmt: skip
+                )
+                results["stores"][store] = bench_url(url, levels, args.requests, args.k)
+
+    header = (
+        f"{'store':8s} {'conc':>4s} {'req':>5s} {'err':>4s} {'p50 ms':>8s} {'p95 ms':>8s} "
+        f"{'p99 ms':>8s} {'req/s':>7s}  features/tower/search share"
+    )
+    print(header)
+    for store, out in results["stores"].items():
+        for row in out["levels"]:
+            share = row["server_share"]
+            print(
+                f"{store:8s} {row['concurrency']:4d} {row['requests']:5d} {row['errors']:4d} "
+                f"{row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
+                f"{row['throughput_rps']:7.1f}  {share['features']:.2f}/{share['tower']:.2f}/"
+                f"{share['search']:.2f}"
+            )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

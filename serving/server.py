@@ -1,0 +1,50 @@
+"""`followrec serve`: the candidate API under uvicorn, over one run's champion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from followrec.config import Config, require
+
+
+def build_app(cfg: Config, run_dir: str | Path) -> Any:
+    """The FastAPI app for a run, with the settings in cfg.serving."""
+    from serving.app import create_app
+    from serving.candidates import Recommender
+
+    sc = cfg.serving
+    require(
+        {
+            "serving.cache_size": sc.cache_size >= 0,
+            "serving.poll_seconds": sc.poll_seconds >= 0,
+            "serving.cold_start_max_follows": sc.cold_start_max_follows >= 0,
+        },
+        sc,
+        "must not be negative",
+    )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return create_app(
+        lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows),
+        api_key=sc.api_key or os.environ.get("FOLLOWREC_API_KEY") or None,
+        poll_seconds=sc.poll_seconds,
+    )
+
+
+def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) -> int:
+    """Run the service until interrupted."""
+    import uvicorn
+
+    from serving.app import configure_logging
+
+    configure_logging(cfg.serving.log_level)
+    app = build_app(cfg, run_dir)
+    uvicorn.run(
+        app,
+        host=host or cfg.serving.host,
+        port=port or cfg.serving.port,
+        log_level="warning",
+        access_log=False,  # the app logs each request as JSON
+    )
+    return 0

@@ -1,0 +1,72 @@
+"""A pipeline run on Twitch PTBR with two registered models, and the real service over it
+(`followrec serve`: uvicorn on loopback, in a subprocess)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from followrec.cli import main
+from serving import launch
+
+API_KEY = "test-key"
+TRAIN = [
+    "--quiet",
+    "--set",
+    "eval.two_tower=[two_tower]",
+    "--set",
+    "baselines.sources=[popularity]",
+]
+
+
+@pytest.fixture(scope="package")
+def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
+    """Features for PTBR; model v1 (a few steps) then v2 (two epochs), which is promoted, so
+    v1 stays as the previous champion with its own published index."""
+    run = tmp_path_factory.mktemp("serving") / "run"
+    assert main(["features", "--run", str(run), "--dataset", "twitch", "--quiet",
+                 "--set", "data.twitch_languages=[PTBR]",
+                 "--set", f"data.twitch_dir={twitch_dir}"]) == 0  # fmt: skip
+    assert main(["training", "--run", str(run), *TRAIN, "--set", "train.max_steps=3"]) == 0
+    assert (
+        main(
+            [
+                "training",
+                "--run",
+                str(run),
+                *TRAIN,
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "train.max_steps=null",
+            ]
+        )
+        == 0
+    )
+    return run
+
+
+@contextlib.contextmanager
+def running_service(run: Path, *settings: str) -> Iterator[str]:
+    """The real service (polling the champion every 0.5 s); no request may have been a 500."""
+    with launch.running_service(run, "--set", "serving.poll_seconds=0.5", *settings) as url:
+        yield url
+    errors = launch.server_errors(run)
+    assert not errors, errors[:3]
+
+
+@pytest.fixture(scope="package")
+def service(pipeline_run) -> Iterator[str]:
+    """The service with an API key over the pipeline run."""
+    with running_service(pipeline_run, "--set", f"serving.api_key={API_KEY}") as url:
+        yield url
+
+
+@pytest.fixture()
+def client(service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service, headers={"X-API-Key": API_KEY}, timeout=30) as c:
+        yield c
