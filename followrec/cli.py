@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(
                     f"user {found.user_id}: model v{found.model_version}, index "
-                    f"{found.index_version}, {found.seconds}"
+                    f"{found.index_version}, cold start {found.cold_start}; ms: "
+                    + ", ".join(f"{k} {v * 1000:.1f}" for k, v in found.seconds.items())
                 )
                 for rank, (account, score) in enumerate(
                     zip(found.account_ids, found.scores, strict=True), 1

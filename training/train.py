@@ -187,6 +187,13 @@ def train_two_tower(
         n_ids=n_ids,
     )
     consumer_t, producer_t = trained.tensors(tables)
+    world, rank = _world()
+    # Under torchrun every rank holds the whole model; DDP averages gradients over ranks.
+    step_module: torch.nn.Module = _StepLoss(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
 
     users = torch.from_numpy(fit["follower_id"].to_numpy())
     items = torch.from_numpy(fit["followee_id"].to_numpy())
@@ -238,16 +245,19 @@ def train_two_tower(
     examples = 0
     step_seconds = 0.0
     m = len(users)
-    steps_per_epoch = (m + tc.batch_size - 1) // tc.batch_size
+    # One step takes world x batch_size examples: rank r reads the r-th slice of each.
+    steps_per_epoch = m // (tc.batch_size * world) if world > 1 else -(-m // tc.batch_size)
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
         perm = torch.randperm(m, generator=gen)
+        if world > 1:  # same order on every rank, different sampled negatives
+            gen.manual_seed(tc.seed * 1000 + epoch + 7919 * rank)
         losses = []
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{tc.epochs}",
-            disable=not progress,
+            disable=not progress or rank > 0,
             unit="step",
             leave=False,
         )
@@ -255,9 +265,10 @@ def train_two_tower(
         for step in bar:
             if tc.max_steps is not None and state["step"] >= tc.max_steps:
                 break
-            idx = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+            lo = (step * world + rank) * tc.batch_size
+            idx = perm[lo : lo + tc.batch_size]
             u, v = users[idx], items[idx]
-            loss = _step_loss(model, consumer_t, producer_t, u, v, follows, log_q, neg_p, tc, gen)
+            loss = step_module(consumer_t, producer_t, u, v, follows, log_q, neg_p, tc, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -290,7 +301,7 @@ def train_two_tower(
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
         log.info("epoch %d: %s", epoch + 1, record)
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             _atomic_save(
                 {
                     "fingerprint": fingerprint,
@@ -309,6 +320,26 @@ def train_two_tower(
     trained.examples_per_second = examples / max(step_seconds, 1e-9)
     model.eval()
     return trained
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the torch.distributed group, (1, 0) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class _StepLoss(torch.nn.Module):
+    """One training step's loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return _step_loss(self.model, *args)
 
 
 class Optimizer:

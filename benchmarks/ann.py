@@ -1,0 +1,349 @@
+"""Retrieval at scale: exact FAISS search against IVF-Flat, IVF-PQ, HNSW (several settings),
+a hash-sharded HNSW, and the `hnswlib` library as a peer, in one run on the same vectors.
+
+For each setting: Recall@100 against exact search, queries/s one query at a time (one
+thread, as a serving worker does) and in one batch (all threads), build time and index
+size. Prints a table, writes JSON, and logs the recall/QPS frontier plot to MLflow.
+
+Vectors: with --from-run, the producer and consumer embeddings of a pipeline run's trained
+model (benchmarks/pipeline.py --scale 1m makes one with 1M producers); otherwise synthetic
+unit vectors of low intrinsic dimension (communities in a 16-d latent space mapped to 64-d).
+
+    .venv/bin/python benchmarks/ann.py --from-run runs/bench/pipeline-1m --json runs/bench/ann.json
+    .venv/bin/python benchmarks/ann.py --n 100000 --json /tmp/ann.json       # synthetic, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Keep benchmarks/ off the import path (its scripts are named like the packages).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+K = 100
+TARGET = 0.95
+
+
+def mixture(n: int, dim: int, seed: int, latent: int = 16) -> np.ndarray:
+    """Unit vectors of low intrinsic dimension: community centres and members in a
+    `latent`-d space, mapped into `dim` dimensions, plus a little full-rank noise."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(0).standard_normal((latent, dim)).astype(np.float32)
+    centres = np.random.default_rng(1).standard_normal((2000, latent)).astype(np.float32)
+    z = centres[rng.integers(0, 2000, n)] + 0.7 * rng.standard_normal((n, latent)).astype(
+        np.float32
+    )
+    x = z @ basis + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def learned(run: Path, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Producer embeddings of every account and consumer embeddings of sampled users, from
+    a pipeline run's trained two-tower model and its training set."""
+    import torch
+
+    from followrec.pipeline import read_training_set
+    from training.model_io import load_model_dir
+    from training.train import encode
+
+    trained = load_model_dir(run / "models" / "two_tower")
+    tables = read_training_set(run)
+    consumer_t, producer_t = trained.tensors(tables)
+    users = np.sort(np.random.default_rng(5).choice(len(tables.consumer), n_queries, replace=False))
+    with torch.no_grad():
+        items = encode(trained.model.producer, producer_t).numpy().astype(np.float32)
+        queries = encode(trained.model.consumer, consumer_t, users).numpy().astype(np.float32)
+    return np.ascontiguousarray(items), np.ascontiguousarray(queries)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+def timed_single(search, queries: np.ndarray) -> float:  # noqa: ANN001 - a callable
+    """Queries/s answering one query per call."""
+    started = time.perf_counter()
+    for q in queries:
+        search(q[None, :])
+    return len(queries) / (time.perf_counter() - started)
+
+
+def timed_batch(search, queries: np.ndarray) -> tuple[float, np.ndarray]:  # noqa: ANN001
+    started = time.perf_counter()
+    ids = search(queries)
+    return len(queries) / (time.perf_counter() - started), ids
+
+
+def faiss_size(index) -> int:  # noqa: ANN001
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import faiss
+    import hnswlib
+
+    threads = os.cpu_count() or 1
+    if args.from_run:
+        vectors, queries = learned(Path(args.from_run), args.queries)
+        args.n, args.dim = vectors.shape
+    else:
+        vectors = mixture(args.n, args.dim, seed=2)
+        queries = mixture(args.queries, args.dim, seed=3)
+    single_q = queries[: args.single]
+    rows: list[dict] = []
+
+    def faiss_search(index, nthreads: int):  # noqa: ANN001, ANN202
+        def search(q: np.ndarray) -> np.ndarray:
+            faiss.omp_set_num_threads(nthreads)
+            return index.search(q, K)[1]
+
+        return search
+
+    # Exact search: ground truth and the peer every speedup is measured against.
+    started = time.perf_counter()
+    flat = faiss.IndexFlatIP(args.dim)
+    flat.add(vectors)
+    build_s = time.perf_counter() - started
+    batch_qps, truth = timed_batch(faiss_search(flat, threads), queries)
+    flat_single = timed_single(faiss_search(flat, 1), single_q[: max(20, args.single // 5)])
+    rows.append(
+        {"family": "faiss", "kind": "flat", "params": {}, "recall": 1.0,
+         "single_qps": flat_single, "batch_qps": batch_qps, "build_s": build_s,
+         "bytes": faiss_size(flat)}
+    )  # fmt: skip
+    print(f"flat: {flat_single:.0f} q/s single, {batch_qps:.0f} q/s batch", flush=True)
+
+    def sweep(family: str, kind: str, params: dict, index, build_s: float, size: int,  # noqa: ANN001
+              set_effort, efforts, search_one, search_many) -> None:  # fmt: skip
+        for effort in efforts:
+            set_effort(effort)
+            batch_qps, found = timed_batch(search_many, queries)
+            r = recall(found, truth)
+            single = timed_single(search_one, single_q)
+            rows.append(
+                {"family": family, "kind": kind, "params": {**params, "effort": effort},
+                 "recall": r, "single_qps": single, "batch_qps": batch_qps,
+                 "build_s": build_s, "bytes": size}
+            )  # fmt: skip
+            print(f"{family} {kind} {params} effort {effort}: recall {r:.4f}, "
+                  f"{single:.0f} q/s single", flush=True)  # fmt: skip
+            if r >= 0.999:
+                break
+
+    faiss.omp_set_num_threads(threads)
+    for m in args.hnsw_m:
+        started = time.perf_counter()
+        index = faiss.IndexHNSWFlat(args.dim, m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = args.ef_construction
+        index.add(vectors)
+        build_s = time.perf_counter() - started
+
+        def set_ef(ef: int, index=index) -> None:  # noqa: ANN001
+            index.hnsw.efSearch = ef
+
+        sweep("faiss", "hnsw", {"M": m, "efConstruction": args.ef_construction}, index,
+              build_s, faiss_size(index), set_ef, args.ef,
+              faiss_search(index, 1), faiss_search(index, threads))  # fmt: skip
+        del index
+
+    nlist = args.nlist
+    train = vectors[np.random.default_rng(2).choice(len(vectors), min(len(vectors), 64 * nlist))]
+    for kind in ("ivf_flat", "ivf_pq"):
+        started = time.perf_counter()
+        quantizer = faiss.IndexFlatIP(args.dim)
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, args.dim, nlist, args.dim // 4, 8,
+                                     faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        index.train(train)
+        index.add(vectors)
+        build_s = time.perf_counter() - started
+
+        def set_nprobe(p: int, index=index) -> None:  # noqa: ANN001
+            index.nprobe = p
+
+        sweep("faiss", kind, {"nlist": nlist}, index, build_s, faiss_size(index), set_nprobe,
+              args.nprobe, faiss_search(index, 1), faiss_search(index, threads))  # fmt: skip
+        del index
+
+    for m in args.hnsw_m:
+        started = time.perf_counter()
+        peer = hnswlib.Index(space="ip", dim=args.dim)
+        peer.init_index(max_elements=len(vectors), M=m, ef_construction=args.ef_construction)
+        peer.set_num_threads(threads)
+        peer.add_items(vectors, np.arange(len(vectors)))
+        build_s = time.perf_counter() - started
+        with tempfile.TemporaryDirectory() as tmp:
+            peer.save_index(f"{tmp}/peer.bin")
+            size = os.path.getsize(f"{tmp}/peer.bin")
+
+        def peer_search(nthreads: int, peer=peer):  # noqa: ANN001, ANN202
+            def search(q: np.ndarray) -> np.ndarray:
+                peer.set_num_threads(nthreads)
+                return peer.knn_query(q, k=K)[0]
+
+            return search
+
+        params = {"M": m, "efConstruction": args.ef_construction}
+        sweep("hnswlib", "hnsw", params, peer, build_s, size, peer.set_ef, args.ef,
+              peer_search(1), peer_search(threads))  # fmt: skip
+        del peer
+
+    if args.shards > 1:
+        from indexing.factory import IndexChoice
+        from indexing.shards import build_sharded
+
+        m = args.hnsw_m[0]
+        started = time.perf_counter()
+        faiss.omp_set_num_threads(threads)
+        sharded = build_sharded(
+            IndexChoice("hnsw", {"M": m, "ef_construction": args.ef_construction}),
+            vectors, np.arange(len(vectors)), args.shards,
+        )  # fmt: skip
+        build_s = time.perf_counter() - started
+        size = sum(faiss_size(s.index) for s in sharded.shards)
+        choice = IndexChoice("hnsw", {})
+
+        def sharded_search(nthreads: int):  # noqa: ANN202
+            def search(q: np.ndarray) -> np.ndarray:
+                faiss.omp_set_num_threads(nthreads)
+                return sharded.search(q, K)[1]
+
+            return search
+
+        sweep("faiss", f"hnsw_{args.shards}_shards", {"M": m, "efConstruction":
+              args.ef_construction}, sharded, build_s, size,
+              lambda ef: sharded.set_search_effort(choice, ef), args.ef,
+              sharded_search(1), sharded_search(threads))  # fmt: skip
+
+    for row in rows:
+        row["speedup_single_vs_flat"] = row["single_qps"] / flat_single
+    return {
+        "n": args.n, "dim": args.dim, "queries": args.queries, "single_queries": args.single,
+        "threads": threads, "k": K, "rows": rows, "verdict": verdict(rows, flat_single),
+    }  # fmt: skip
+
+
+def verdict(rows: list[dict], flat_single: float) -> dict:
+    """The fastest single-index FAISS setting at the target recall, against hnswlib."""
+    ok = [r for r in rows if r["family"] == "faiss" and r["kind"] != "flat"
+          and "shards" not in r["kind"] and r["recall"] >= TARGET]  # fmt: skip
+    peers = [r for r in rows if r["family"] == "hnswlib" and r["recall"] >= TARGET]
+    if not ok:
+        return {"chosen": None, "passed": False}
+    chosen = max(ok, key=lambda r: r["single_qps"])
+    peer = max(peers, key=lambda r: r["single_qps"]) if peers else None
+    return {
+        "target_recall": TARGET,
+        "chosen": chosen,
+        "hnswlib_best_at_target": peer,
+        "speedup_vs_flat": chosen["single_qps"] / flat_single,
+        "faster_than_hnswlib": peer is None or chosen["single_qps"] >= peer["single_qps"],
+        "passed": chosen["single_qps"] / flat_single >= 20
+        and (peer is None or chosen["single_qps"] >= peer["single_qps"]),
+    }
+
+
+def plot_and_log(result: dict, out: Path, tracking_uri: str | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    series: dict[tuple, list] = {}
+    for r in result["rows"]:
+        key = (r["family"], r["kind"], r["params"].get("M"))
+        series.setdefault(key, []).append(r)
+    for (family, kind, m), points in series.items():
+        label = f"{family} {kind}" + (f" M={m}" if m else "")
+        ax.plot([p["recall"] for p in points], [p["single_qps"] for p in points], "o-",
+                label=label, markersize=4)  # fmt: skip
+    ax.axvline(TARGET, color="grey", linestyle=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("Recall@100 against exact search")
+    ax.set_ylabel("queries/s (one query per call, 1 thread)")
+    ax.set_title(f"{result['n']:,} producers, {result['dim']}-d")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = out.with_suffix(".png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    if tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment("followrec-benchmarks")
+        with mlflow.start_run(run_name=f"ann-{result['n']}"):
+            mlflow.log_params({"n": result["n"], "dim": result["dim"], "k": K})
+            chosen = result["verdict"].get("chosen") or {}
+            mlflow.log_metrics({
+                "chosen_recall": chosen.get("recall", 0.0),
+                "chosen_single_qps": chosen.get("single_qps", 0.0),
+                "speedup_vs_flat": result["verdict"].get("speedup_vs_flat", 0.0),
+            })  # fmt: skip
+            mlflow.log_artifact(str(path))
+            mlflow.log_artifact(str(out))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--n", type=int, default=1_000_000, help="producers (synthetic)")
+    parser.add_argument(
+        "--from-run",
+        help="use a pipeline run's learned embeddings (every producer; sampled users as "
+        "queries) instead of synthetic vectors, e.g. runs/bench/pipeline-1m",
+    )
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--queries", type=int, default=1000, help="queries for recall/batch")
+    parser.add_argument("--single", type=int, default=300, help="queries timed one by one")
+    parser.add_argument("--hnsw-m", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[16, 32], help="HNSW M values (FAISS and hnswlib)")  # fmt: skip
+    parser.add_argument("--ef-construction", type=int, default=80)
+    parser.add_argument("--ef", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[100, 128, 192, 256, 384, 512])  # fmt: skip
+    parser.add_argument("--nlist", type=int, default=4096)
+    parser.add_argument("--nprobe", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[8, 16, 32, 64, 128])  # fmt: skip
+    parser.add_argument("--shards", type=int, default=4, help="hash shards (1 = skip)")
+    parser.add_argument("--mlflow", default="sqlite:///runs/bench/mlflow.db",
+                        help="tracking URI for the plot ('' = do not log)")  # fmt: skip
+    args = parser.parse_args()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = run(args)
+    out.write_text(json.dumps(result, indent=2))
+    plot = plot_and_log(result, out, args.mlflow or None)
+    print(f"\n{'family':8s} {'kind':16s} {'params':38s} {'recall':>7s} {'1-q/s':>8s} "
+          f"{'x flat':>7s} {'batch/s':>8s} {'build s':>8s} {'MB':>7s}")  # fmt: skip
+    for r in result["rows"]:
+        print(f"{r['family']:8s} {r['kind']:16s} {json.dumps(r['params']):38s} "
+              f"{r['recall']:7.4f} {r['single_qps']:8.0f} {r['speedup_single_vs_flat']:7.1f} "
+              f"{r['batch_qps']:8.0f} {r['build_s']:8.1f} {r['bytes'] / 2**20:7.1f}")  # fmt: skip
+    v = result["verdict"]
+    if v.get("chosen"):
+        c, p = v["chosen"], v["hnswlib_best_at_target"]
+        print(f"\nchosen: {c['kind']} {c['params']} recall {c['recall']:.4f}, "
+              f"{v['speedup_vs_flat']:.1f}x exact single-query; hnswlib at target: "
+              f"{p['single_qps'] if p else 'none'} q/s; passed: {v['passed']}")  # fmt: skip
+    print(f"wrote {out} and {plot}")
+
+
+if __name__ == "__main__":
+    main()
