@@ -13,6 +13,8 @@ import numpy as np
 
 from followrec.atomic import atomic_dir, atomic_write
 from followrec.errors import InputError
+from indexing.hnsw_graph import FILE as HNSW_FILE
+from indexing.hnsw_graph import HnswGraph
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "account_ids.npy"
@@ -38,15 +40,20 @@ def write_version(
 ) -> Path:
     """Write root/<version>/ (index, ids, manifest with checksum) in one rename."""
     target = Path(root) / version
+    file = HNSW_FILE if isinstance(index, HnswGraph) else INDEX_FILE
     with atomic_dir(target) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
+        if isinstance(index, HnswGraph):
+            index.save(tmp / file)
+        else:
+            faiss.write_index(index, str(tmp / file))
         np.save(tmp / IDS_FILE, np.asarray(account_ids, dtype=np.int64))
         full = {
             **manifest,
             "version": version,
+            "file": file,
             "count": int(index.ntotal),
             "dimension": int(index.d),
-            "sha256": sha256(tmp / INDEX_FILE),
+            "sha256": sha256(tmp / file),
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2))
@@ -99,11 +106,16 @@ def load_version(root: str | Path, version: str) -> tuple[faiss.Index, np.ndarra
     """An index version, its account ids and manifest; the checksum is verified."""
     folder = Path(root) / version
     manifest = read_manifest(root, version)
-    if sha256(folder / INDEX_FILE) != manifest["sha256"]:
-        raise InputError(
-            "index file does not match its manifest checksum", path=str(folder / INDEX_FILE)
-        )
-    return (faiss.read_index(str(folder / INDEX_FILE)), np.load(folder / IDS_FILE), manifest)
+    path = folder / manifest.get("file", INDEX_FILE)
+    if sha256(path) != manifest["sha256"]:
+        raise InputError("index file does not match its manifest checksum", path=str(path))
+    if path.name == HNSW_FILE:
+        index = HnswGraph.load(path, manifest["dimension"])
+        if "ef_search" in manifest.get("params", {}):
+            index.set_ef(manifest["params"]["ef_search"])
+    else:
+        index = faiss.read_index(str(path))
+    return (index, np.load(folder / IDS_FILE), manifest)
 
 
 def load_published(root: str | Path) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:

@@ -24,14 +24,26 @@ def test_factory_picks_by_corpus_size():
         choose(10, "annoy")
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "faiss_hnsw", "ivf"])
 def test_tuning_reaches_the_target_recall(kind):
     items, queries = clustered(20_000), clustered(200, seed=1)
     index, choice, recall = build_tuned(items, queries, 0.95, k=100, kind=kind)
     assert choice.kind == kind
     assert recall >= 0.95
     assert recall == pytest.approx(recall_against_exact(index, items, queries, 100))
-    assert ("ef_search" if kind == "hnsw" else "nprobe") in choice.params
+    assert ("nprobe" if kind == "ivf" else "ef_search") in choice.params
+
+
+def test_an_hnsw_graph_round_trips_through_the_store_with_its_search_effort(tmp_path):
+    items, queries = clustered(5_000), clustered(50, seed=3)
+    index, choice, _ = build_tuned(items, queries, 0.95, k=100, kind="hnsw")
+    write_version(tmp_path, "model-v1", index, np.arange(5_000) + 7, {"params": choice.params})
+    publish(tmp_path, "model-v1")
+    loaded, ids, manifest = load_published(tmp_path)
+    assert manifest["file"] == "index.hnsw" and loaded.ntotal == 5_000 and loaded.d == 32
+    assert loaded.ef == choice.params["ef_search"]
+    assert np.array_equal(loaded.search(queries, 100)[1], index.search(queries, 100)[1])
+    assert np.allclose(loaded.reconstruct_n(0, 3), items[:3], atol=1e-6)
 
 
 def test_exact_index_has_recall_one():
