@@ -27,21 +27,9 @@ from pathlib import Path
 # Keep benchmarks/ off the import path (its scripts are named like the packages).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-STAGES = (
-    "ingest",
-    "validate_raw",
-    "build_features",
-    "validate_features",
-    "feast_apply",
-    "materialize",
-    "training_set",
-    "train",
-    "evaluate",
-    "gate",
-    "build_index",
-    "validate_index",
-    "promote",
-)
+from followrec.step_names import FEATURES_STEPS, TRAINING_STEPS  # noqa: E402
+
+STAGES = FEATURES_STEPS + TRAINING_STEPS  # the two DAGs' tasks, in order
 SCALES = {
     "1m": [
         "data.dataset=synthetic",
