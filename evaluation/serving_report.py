@@ -51,7 +51,12 @@ def _queries(pair: Any, consumer: pd.DataFrame, users: np.ndarray) -> np.ndarray
 
 
 def _pools(
-    pair: Any, queries: np.ndarray, users: np.ndarray, ctx: GraphContext, depth: int
+    pair: Any,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    users: np.ndarray,
+    ctx: GraphContext,
+    depth: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per user the best `depth` index rows (scores) not followed in training, not self."""
     row_of = np.full(ctx.n, -1, dtype=np.int64)
@@ -59,7 +64,7 @@ def _pools(
     all_rows, all_scores = [], []
     for lo in range(0, len(users), CHUNK):
         chunk = users[lo : lo + CHUNK]
-        scores = queries[lo : lo + CHUNK] @ pair.vectors.T
+        scores = queries[lo : lo + CHUNK] @ vectors.T
         followed = ctx.follows[chunk].tocoo()
         hit = row_of[followed.col] >= 0
         scores[followed.row[hit], row_of[followed.col[hit]]] = -np.inf
@@ -85,12 +90,13 @@ def serving_report(
 ) -> dict[str, Any]:
     """Measure cold start and re-ranking on the run's holdout with its serving pair."""
     from followrec.pipeline import Layout, read_training_set
-    from serving.candidates import Recommender
+    from serving.candidates import Recommender, vectors_of
 
     started = time.perf_counter()
     run = Path(run_dir)
     rec = Recommender(run, cfg)
     pair = rec.pair
+    vectors = vectors_of(pair.index)
     ds = read_dataset(Layout(run).raw)
     split = split_dataset(ds, cfg.split)
     consumer = read_training_set(run).consumer
@@ -114,7 +120,7 @@ def serving_report(
 
     queries = _queries(pair, consumer, users)
     depth = min(len(account_of) - 1, K * 3)
-    rows, scores = _pools(pair, queries, users, ctx, depth)
+    rows, scores = _pools(pair, vectors, queries, users, ctx, depth)
     row_percentile = pair.percentile
     variants: dict[str, dict[str, float]] = {"none": scored(account_of[rows[:, :K]])}
     for strength in DISCOUNTS:
@@ -125,7 +131,7 @@ def serving_report(
     for diversity in DIVERSITIES:
         picked = np.empty((len(users), K), dtype=np.int64)
         for i in tqdm(range(len(users)), desc=f"mmr {diversity}", disable=not progress):
-            choice = mmr(scores[i], pair.vectors[rows[i]], K, diversity)
+            choice = mmr(scores[i], vectors[rows[i]], K, diversity)
             picked[i] = rows[i][choice]
         variants[f"diversity={diversity}"] = scored(account_of[picked])
 
@@ -144,7 +150,7 @@ def serving_report(
         profile["follow_count_bucket"] = 0
         for name, frame in (("two_tower", consumer), ("two_tower_onboarding_only", profile)):
             q = _queries(pair, frame, cold_users)
-            r, _ = _pools(pair, q, cold_users, ctx, K)
+            r, _ = _pools(pair, vectors, q, cold_users, ctx, K)
             cold[name] = cold_recall(account_of[r])
         cold["popularity_by_country"] = cold_recall(
             popularity_segment(ctx, cold_users, K, cfg.baselines)

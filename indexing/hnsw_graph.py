@@ -70,4 +70,7 @@ class HnswGraph:
         return (1.0 - distances).astype(np.float32), rows.astype(np.int64)
 
     def reconstruct_n(self, start: int, count: int) -> np.ndarray:
-        return np.asarray(self.graph.get_items(range(start, start + count)), dtype=np.float32)
+        return self.reconstruct_batch(np.arange(start, start + count))
+
+    def reconstruct_batch(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.graph.get_items(np.asarray(rows).tolist()), dtype=np.float32)

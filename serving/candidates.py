@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ log = logging.getLogger("followrec.serving")
 MAX_K = 1000
 RERANK_POOL = 3  # a re-rank chooses k from this many times k retrieved candidates
 EVENT_TYPES = ("follow", "unfollow", "engagement", "block", "unblock")
-_INDEX_MODEL = re.compile(r"^model-v(\d+)(?:-|$)")
 
 
 class PairRefused(Exception):
@@ -76,7 +74,6 @@ class Pair:
     trained: TrainedModel
     index: Any
     account_ids: np.ndarray
-    vectors: np.ndarray  # producer embeddings by index row (for the diversity re-rank)
     percentile: np.ndarray  # follower-count percentile by index row
     service: Any  # the Feast FeatureService the consumer tower reads
 
@@ -130,8 +127,6 @@ class Recommender:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
-        # One user per forward pass: threads across requests beat threads inside one.
-        torch.set_num_threads(1)
         self.cold_start_max_follows = cold_start_max_follows
         self.cache = ResultCache(cache_size)
         self.moderation = Moderation(self.run_dir / "serving" / "moderation.db")
@@ -172,12 +167,11 @@ class Recommender:
 
     def load_pair(self, model_version: str, index_version: str | None) -> Pair:
         """Load and check a pair; PairRefused names why it may not serve."""
-        from indexing.store import load_version
+        from indexing.store import load_version, model_version_of
 
         if index_version is None:
             raise PairRefused("no index has been published")
-        built_for = _INDEX_MODEL.match(index_version)
-        if built_for is None or built_for.group(1) != model_version:
+        if model_version_of(index_version) != model_version:
             raise PairRefused(
                 f"published index {index_version} was not built for champion v{model_version} "
                 "(a promotion or rollback is in progress)"
@@ -208,7 +202,6 @@ class Recommender:
             trained=trained,
             index=index,
             account_ids=account_ids,
-            vectors=_vectors(index),
             percentile=self._percentiles(account_ids),
             service=service,
         )
@@ -302,7 +295,7 @@ class Recommender:
         started = time.perf_counter()
         cached = self.cache.get(user_id, (options, pair.versions))
         if cached is not None:
-            return _replace(cached, cached=True, seconds={"total": time.perf_counter() - started})
+            return replace(cached, cached=True, seconds={"total": time.perf_counter() - started})
         frame, known = self.online_row(user_id, pair)
         fetched = time.perf_counter()
         follows = _bag(frame, "follows")
@@ -381,7 +374,7 @@ class Recommender:
             final = discount(scores, pair.percentile[rows], options.popularity_discount)
             order = np.argsort(-final, kind="stable")
         if options.diversity > 0:
-            order = mmr(final, pair.vectors[rows], options.k, options.diversity)
+            order = mmr(final, vectors_of(pair.index, rows), options.k, options.diversity)
         order = order[: options.k]
         t3 = time.perf_counter()
         return Candidates(
@@ -506,11 +499,13 @@ def _search_excluding(
         depth = min(total, depth * 2)
 
 
-def _vectors(index: Any) -> np.ndarray:
-    """Every stored producer vector, by row."""
+def vectors_of(index: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """Stored producer vectors of these index rows (default: every row)."""
     if isinstance(index, faiss.IndexIVF):
-        index.make_direct_map()
-    return index.reconstruct_n(0, index.ntotal)
+        index.make_direct_map()  # IVF lists keep no row -> vector map until asked
+    if rows is None:
+        return index.reconstruct_n(0, index.ntotal)
+    return index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
 
 
 def _bag(frame: pd.DataFrame, name: str) -> np.ndarray:
@@ -524,12 +519,6 @@ def _checked_ids(values: list[int], size: int, name: str) -> np.ndarray:
     if len(bad):
         raise InputError(f"ids must be in [0, {size})", field=name, value=int(bad[0]))
     return ids
-
-
-def _replace(result: Candidates, **changes: Any) -> Candidates:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def _fill(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:

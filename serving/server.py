@@ -25,6 +25,10 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
         "must not be negative",
     )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import torch
+
+    # One user per forward pass: threads across requests beat threads inside one.
+    torch.set_num_threads(1)
     return create_app(
         lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows),
         api_key=sc.api_key or os.environ.get("FOLLOWREC_API_KEY") or None,
