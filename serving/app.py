@@ -94,17 +94,20 @@ def create_app(
     state: dict[str, Any] = {"recommender": None, "error": None}
     stop = threading.Event()
 
+    def check_champion(rec: Recommender) -> dict[str, Any]:
+        """Swap in the champion if it moved; count what happened."""
+        outcome = rec.refresh()
+        if outcome.get("swapped"):
+            metrics.count("followrec_swaps_total", outcome="swapped")
+        elif outcome.get("refused"):
+            metrics.count("followrec_swaps_total", outcome="refused")
+        metrics.served = rec.pair.versions
+        return outcome
+
     def poll() -> None:
         while not stop.wait(poll_seconds):
-            rec = state["recommender"]
-            if rec is None:
-                continue
-            outcome = rec.refresh()
-            if outcome.get("swapped"):
-                metrics.count("followrec_swaps_total", outcome="swapped")
-            elif outcome.get("refused"):
-                metrics.count("followrec_swaps_total", outcome="refused")
-            metrics.served = rec.pair.versions
+            if state["recommender"] is not None:
+                check_champion(state["recommender"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -286,12 +289,7 @@ def create_app(
     @app.post("/v1/admin/refresh", dependencies=guarded, tags=["operations"])
     def refresh() -> dict[str, Any]:
         """Check the registry now instead of at the next poll."""
-        rec = recommender()
-        outcome = rec.refresh()
-        if outcome.get("swapped"):
-            metrics.count("followrec_swaps_total", outcome="swapped")
-        metrics.served = rec.pair.versions
-        return outcome
+        return check_champion(recommender())
 
     return app
 
