@@ -22,7 +22,7 @@ from followrec.atomic import atomic_write
 from followrec.config import Config
 from followrec.errors import InputError
 from indexing.build import build_index_version
-from indexing.store import load_version, publish, read_manifest, read_pointer
+from indexing.store import load_version, publish, read_manifest, read_pointer, version_name
 from indexing.store import rollback as index_rollback
 
 
@@ -121,16 +121,16 @@ def build_index(
         )
     version = str(registered["version"])
     root = index_root(cfg, run_dir)
-    if gated.get("already_champion") and (root / f"model-v{version}").exists():
+    if gated.get("already_champion") and (root / version_name(version)).exists():
         # A re-run: the champion's published index is kept, not rebuilt under its readers.
-        manifest = {**read_manifest(root, f"model-v{version}"), "model_version": version}
+        manifest = {**read_manifest(root, version_name(version)), "model_version": version}
         atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
         return manifest
     manifest = build_index_version(
         run_dir / "models" / registered["variant"],
         tables,
         root,
-        f"model-v{version}",
+        version_name(version),
         cfg.index.target_recall,
         cfg.index.kind,
         cfg.index.sample_users,
@@ -148,7 +148,7 @@ def validate_index(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     built = json.loads((run_dir / "index.json").read_text())
     if "skipped" in built:
         return built
-    index_version = f"model-v{built['model_version']}"
+    index_version = version_name(built["model_version"])
     out = index_checks(
         index_root(cfg, run_dir), index_version, cfg.index.target_recall, built["count"]
     )

@@ -295,7 +295,7 @@ def refresh_index(cfg: Config, run: str | Path) -> dict[str, Any]:
     from evaluation import promote as step
     from evaluation.registry import CHAMPION, alias_version
     from indexing.build import build_index_version
-    from indexing.store import read_manifest
+    from indexing.store import read_manifest, version_name
 
     run = Path(run)
     layout = Layout(run)
@@ -318,7 +318,7 @@ def refresh_index(cfg: Config, run: str | Path) -> dict[str, Any]:
             value=len(tables.producer),
         )
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
-    version = f"model-v{champion.version}-refresh-{stamp}"
+    version = version_name(str(champion.version), refresh=stamp)
     manifest = build_index_version(
         model_dir,
         tables,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "account_ids.npy"
 MANIFEST = "manifest.json"
 POINTER = "CURRENT.json"
+_VERSION_NAME = re.compile(r"^model-v(\d+)(?:-refresh-|$)")
+
+
+def version_name(model_version: str, refresh: str | None = None) -> str:
+    """The index version built for a model version: model-v<N> at promotion,
+    model-v<N>-refresh-<stamp> when the index-refresh DAG re-embeds the producers."""
+    return f"model-v{model_version}" + (f"-refresh-{refresh}" if refresh else "")
+
+
+def model_version_of(index_version: str) -> str | None:
+    """The model version an index version was built for (None for other names)."""
+    found = _VERSION_NAME.match(index_version)
+    return found.group(1) if found else None
 
 
 def sha256(path: Path) -> str:
