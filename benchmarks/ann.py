@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     single_q = queries[: args.single]
     rows: list[dict] = []
 
-    def faiss_search(index, nthreads: int):  # noqa: ANN001, ANN202
+    def faiss_search(index):  # noqa: ANN001, ANN202
         def search(q: np.ndarray) -> np.ndarray:
             return index.search(q, K)[1]
 
@@ -119,9 +119,9 @@ def run(args: argparse.Namespace) -> dict:
     flat.add(vectors)
     build_s = time.perf_counter() - started
     faiss.omp_set_num_threads(threads)
-    batch_qps, truth = timed_batch(faiss_search(flat, threads), queries)
+    batch_qps, truth = timed_batch(faiss_search(flat), queries)
     faiss.omp_set_num_threads(1)
-    flat_single = timed_single(faiss_search(flat, 1), single_q[: max(20, args.single // 5)])
+    flat_single = timed_single(faiss_search(flat), single_q[: max(20, args.single // 5)])
     rows.append(
         {"family": "faiss", "kind": "flat", "params": {}, "recall": 1.0,
          "single_qps": flat_single, "batch_qps": batch_qps, "build_s": build_s,
@@ -130,16 +130,16 @@ def run(args: argparse.Namespace) -> dict:
     print(f"flat: {flat_single:.0f} q/s single, {batch_qps:.0f} q/s batch", flush=True)
 
     def sweep(family: str, kind: str, params: dict, index, build_s: float, size: int,  # noqa: ANN001
-              set_effort, efforts, search_one, search_many,
+              set_effort, efforts, search,
               set_threads=faiss.omp_set_num_threads) -> None:  # fmt: skip
         # Threads are set outside the timed loops: one for single queries, all for batches.
         for effort in efforts:
             set_effort(effort)
             set_threads(threads)
-            batch_qps, found = timed_batch(search_many, queries)
+            batch_qps, found = timed_batch(search, queries)
             r = recall(found, truth)
             set_threads(1)
-            single = timed_single(search_one, single_q)
+            single = timed_single(search, single_q)
             rows.append(
                 {"family": family, "kind": kind, "params": {**params, "effort": effort},
                  "recall": r, "single_qps": single, "batch_qps": batch_qps,
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
 
         sweep("followrec", choice.kind, dict(choice.params), index, build_s, faiss_size(index),
               lambda e, index=index: set_search_effort(index, choice, e), args.ef,
-              factory_search, factory_search, set_threads=set_threads)  # fmt: skip
+              factory_search, set_threads=set_threads)  # fmt: skip
         del index
 
     for m in args.hnsw_m if "faiss_hnsw" in args.families else []:
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
 
         sweep("faiss", "faiss_hnsw", {"M": m, "efConstruction": args.ef_construction}, index,
               build_s, faiss_size(index), set_ef, args.ef,
-              faiss_search(index, 1), faiss_search(index, threads))  # fmt: skip
+              faiss_search(index))  # fmt: skip
         del index
 
     nlist = args.nlist
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> dict:
             index.nprobe = p
 
         sweep("faiss", kind, {"nlist": nlist}, index, build_s, faiss_size(index), set_nprobe,
-              args.nprobe, faiss_search(index, 1), faiss_search(index, threads))  # fmt: skip
+              args.nprobe, faiss_search(index))  # fmt: skip
         del index
 
     for m in args.hnsw_m if "hnswlib" in args.families else []:
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> dict:
             peer.save_index(f"{tmp}/peer.bin")
             size = os.path.getsize(f"{tmp}/peer.bin")
 
-        def peer_search(nthreads: int, peer=peer):  # noqa: ANN001, ANN202
+        def peer_search(peer=peer):  # noqa: ANN001, ANN202
             def search(q: np.ndarray) -> np.ndarray:
                 return peer.knn_query(q, k=K)[0]
 
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> dict:
 
         params = {"M": m, "efConstruction": args.ef_construction}
         sweep("hnswlib", "hnsw", params, peer, build_s, size, peer.set_ef, args.ef,
-              peer_search(1), peer_search(threads), set_threads=peer.set_num_threads)  # fmt: skip
+              peer_search(), set_threads=peer.set_num_threads)  # fmt: skip
         del peer
 
     if args.shards > 1 and "shards" in args.families:
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         size = sum(faiss_size(s.index) for s in sharded.shards)
         choice = IndexChoice("hnsw", {})
 
-        def sharded_search(nthreads: int):  # noqa: ANN202
+        def sharded_search():  # noqa: ANN202
             def search(q: np.ndarray) -> np.ndarray:
                 return sharded.search(q, K)[1]
 
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
         sweep("followrec", f"hnsw_{args.shards}_shards", {"M": m, "efConstruction":
               args.ef_construction}, sharded, build_s, size,
               lambda ef: sharded.set_search_effort(choice, ef), args.ef,
-              sharded_search(1), sharded_search(threads))  # fmt: skip
+              sharded_search())  # fmt: skip
 
     for row in rows:
         row["speedup_single_vs_flat"] = row["single_qps"] / flat_single
