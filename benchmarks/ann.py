@@ -51,8 +51,8 @@ def learned(run: Path, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from followrec.pipeline import read_training_set
-    from training.model_io import load_model_dir
-    from training.train import encode
+    from followrec.training.model_io import load_model_dir
+    from followrec.training.train import encode
 
     trained = load_model_dir(run / "models" / "two_tower")
     tables = read_training_set(run)
@@ -86,7 +86,7 @@ def timed_batch(search, queries: np.ndarray) -> tuple[float, np.ndarray]:  # noq
 def faiss_size(index) -> int:  # noqa: ANN001
     import faiss
 
-    from indexing.hnsw_graph import HnswGraph
+    from followrec.indexing.hnsw_graph import HnswGraph
 
     if isinstance(index, HnswGraph):
         return int(index.graph.index_file_size())
@@ -152,15 +152,20 @@ def run(args: argparse.Namespace) -> dict:
 
     faiss.omp_set_num_threads(threads)
     if "factory" in args.families:
-        from indexing.factory import HNSW_EF_CONSTRUCTION, HNSW_M, choose, set_search_effort
-        from indexing.hnsw_graph import HnswGraph
+        from followrec.indexing.factory import (
+            HNSW_EF_CONSTRUCTION,
+            HNSW_M,
+            choose,
+            set_search_effort,
+        )
+        from followrec.indexing.hnsw_graph import HnswGraph
 
         choice = choose(len(vectors))
         started = time.perf_counter()
         if choice.kind == "hnsw":
             index = HnswGraph.build(vectors, HNSW_M, HNSW_EF_CONSTRUCTION, threads=threads)
         else:
-            from indexing.factory import build
+            from followrec.indexing.factory import build
 
             index = build(choice, vectors)
         build_s = time.perf_counter() - started
@@ -237,8 +242,8 @@ def run(args: argparse.Namespace) -> dict:
         del peer
 
     if args.shards > 1 and "shards" in args.families:
-        from indexing.factory import IndexChoice
-        from indexing.shards import build_sharded
+        from followrec.indexing.factory import IndexChoice
+        from followrec.indexing.shards import build_sharded
 
         m = args.hnsw_m[0]
         started = time.perf_counter()

@@ -145,7 +145,7 @@ def main() -> None:
     if args.url:
         results["stores"]["given"] = bench_url(args.url, levels, args.requests, args.k)
     else:
-        from serving.launch import running_service
+        from followrec.serving.launch import running_service
 
         run = Path(args.run)
         for store in args.stores.split(","):

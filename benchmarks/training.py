@@ -25,11 +25,11 @@ def measure(dataset: str, steps: int, accounts: int, als_iterations: int) -> dic
     """Load, split, fit a bounded number of training steps, and time ALS on the same data."""
     import numpy as np
 
-    from evaluation.baselines import GraphContext, als
-    from features.ingest import load_dataset
-    from features.split import split_dataset
-    from followrec.config import load_config
-    from training.train import train_two_tower
+    from followrec.core.config import load_config
+    from followrec.evaluation.baselines import GraphContext, als
+    from followrec.features.ingest import load_dataset
+    from followrec.features.split import split_dataset
+    from followrec.training.train import train_two_tower
 
     overrides = [f"train.max_steps={steps}", "train.epochs=1", "train.validation_users=500"]
     if dataset == "synthetic":

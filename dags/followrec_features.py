@@ -20,9 +20,9 @@ DOC = """
 |---|---|---|
 | `ingest` | load the source (Twitch, an edge list, the generator, or contract Parquet) into `RUN/raw` | `followrec step ingest` |
 | `validate_raw` | Great Expectations: required columns, nulls, unique ids, no self-follows, every endpoint a known account, minimum rows; Data Docs + MLflow run `validate-raw` | `followrec step validate_raw` |
-| `build_features` | split, then consumer/producer feature tables from training follows into `RUN/features` | `followrec step build_features` |
+| `build_features` | split, then consumer/producer feature tables from followrec.training follows into `RUN/features` | `followrec step build_features` |
 | `validate_features` | keys, ranges, row counts, and drift of the follower-count distribution and mean follows against the last passing run | `followrec step validate_features` |
-| `feast_apply` | write `RUN/feast/feature_store.yaml`, apply `feature_repo/` (entities, views, services named with the schema version, push source) | `followrec step feast_apply` |
+| `feast_apply` | write `RUN/feast/feature_store.yaml`, apply the Feast definitions (`followrec.features.feast_definitions`: entities, views, services named with the schema version, push source) | `followrec step feast_apply` |
 | `materialize` | load the snapshot into the online store (SQLite, or Redis) and emit the Asset | `followrec step materialize` |
 
 A failed validation stops the run before training: the registry and the published index

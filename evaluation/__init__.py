@@ -1,1 +1,2 @@
-"""Offline evaluation: metrics, the narrow candidate sources (baselines), reports, gating."""
+"""Offline evaluation: the narrow candidate sources (baselines), the evaluate step, reports
+and plots."""

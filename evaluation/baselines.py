@@ -15,9 +15,10 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from features.transforms import follow_matrix
-from followrec.config import BaselineConfig
-from followrec.errors import InputError
+from followrec.core.config import BaselineConfig
+from followrec.core.errors import InputError
+from followrec.core.search import first_k_valid
+from followrec.features.transforms import follow_matrix
 
 log = logging.getLogger(__name__)
 USER_CHUNK = 4096
@@ -37,7 +38,7 @@ class GraphContext:
     def from_train(
         cls, train: pd.DataFrame, n: int, segment: np.ndarray, progress: bool = True
     ) -> GraphContext:
-        """Build from training follow rows."""
+        """Build from followrec.training follow rows."""
         matrix = follow_matrix(train, n)
         popularity = np.asarray(matrix.sum(axis=0)).ravel()
         return cls(
@@ -59,16 +60,6 @@ class GraphContext:
         if self._percentile is None:
             self._percentile = np.argsort(np.argsort(self.popularity, kind="stable")) / self.n
         return self._percentile
-
-
-def first_k_valid(cand: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the first k candidates where valid, in order, padded with -1."""
-    rank = np.cumsum(valid, axis=1) - 1
-    take = valid & (rank < k)
-    rows = np.broadcast_to(np.arange(len(cand))[:, None], cand.shape)
-    out = np.full((len(cand), k), -1, dtype=np.int64)
-    out[rows[take], rank[take]] = cand[take]
-    return out
 
 
 def _rank_lists(ctx: GraphContext, users: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:

@@ -12,25 +12,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from evaluation.baselines import GraphContext, run_sources
-from evaluation.metrics import Relevance, evaluate_recommendations, popularity_percentile
-from evaluation.plots import training_plot
-from evaluation.report import table, write_report
-from evaluation.tracking import MODEL_NAME, Tracker, flat_metrics, tracking_uri
-from features.contract import Dataset
-from features.ingest import load_dataset
-from features.split import Split, split_dataset
-from features.transforms import (
+from followrec.core.atomic import atomic_write
+from followrec.core.config import Config, save_config
+from followrec.core.errors import InputError
+from followrec.core.metrics import Relevance, evaluate_recommendations, popularity_percentile
+from followrec.evaluation.baselines import GraphContext, run_sources
+from followrec.evaluation.plots import training_plot
+from followrec.evaluation.report import table, write_report
+from followrec.features.contract import Dataset
+from followrec.features.ingest import load_dataset, training_features
+from followrec.features.split import Split, split_dataset
+from followrec.features.transforms import (
     ACTIVITY_LABELS,
     FeatureTables,
     activity_bucket,
-    build_features,
     encode,
     fit_vocabulary,
 )
-from followrec.atomic import atomic_write
-from followrec.config import Config, save_config
-from followrec.errors import InputError
+from followrec.registry.tracking import MODEL_NAME, Tracker, flat_metrics, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +130,8 @@ def train_variant(
     progress: bool,
 ) -> dict[str, Any]:
     """Train one variant (resuming its checkpoint) in a nested MLflow run and save it."""
-    from training.model_io import save_model_dir
-    from training.train import train_two_tower
+    from followrec.training.model_io import save_model_dir
+    from followrec.training.train import train_two_tower
 
     vcfg = variant_config(cfg, variant)
     with tracker.child(f"train-{variant}") as run_id:
@@ -233,8 +232,8 @@ def evaluate(
     """Score the trained variants (on `tables`, e.g. a Feast training set, else features
     built here) and every narrow source; write report.json/report.md and plots; register
     the two-tower model with its metrics as version tags."""
-    from training.model_io import load_model_dir
-    from training.retrieval import two_tower_recommendations
+    from followrec.training.model_io import load_model_dir
+    from followrec.training.retrieval import two_tower_recommendations
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -366,7 +365,5 @@ def _registered_for(out_dir: Path, train_run_id: str | None) -> str | None:
 def _full_tables(ds: Dataset, split: Split, cfg: Config) -> tuple[FeatureTables, float]:
     """Feature tables of all training follows (shared by every variant), and their seconds."""
     started = time.perf_counter()
-    tables = build_features(
-        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-    )
+    tables = training_features(ds, split, cfg)
     return tables, time.perf_counter() - started

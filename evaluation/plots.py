@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from followrec.atomic import atomic_write
+from followrec.core.atomic import atomic_write
 
 
 def save_figure(fig: Any, path: Path) -> Path:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluation.plots import recall_plot
-from followrec.atomic import atomic_write
+from followrec.core.atomic import atomic_write
+from followrec.evaluation.plots import recall_plot
 
 HEADLINE = (
     "recall@10",

@@ -1,123 +1,54 @@
-"""Feast definitions for followrec: entities `user` and `account`, Parquet sources over the
-feature tables that the features step writes, one feature view and one feature service per
-tower (named with the feature schema version), and a push source for real-time user events.
+"""Feast definitions for `feast plan` / `feast apply` in this folder: the reviewable schema of
+the default feature tables (Twitch, default tower spec). The pipeline applies the same objects,
+built by followrec.features.feast_definitions from the tables it writes; a test fails when those
+tables and this schema differ, so a feature change shows up here in review.
 
-Fields are derived from the Parquet schema, so a column added to the feature tables becomes
-a Feast feature without editing this file. `feast apply` in this folder reads the tables
-under $FOLLOWREC_FEATURE_DIR (default: ../runs/pipeline/features)."""
+The sources point at $FOLLOWREC_FEATURE_DIR (default: ../runs/pipeline/features); nothing is
+read at import time."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-from datetime import timedelta
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Bool, Float32, Float64, Int64, String
+from feast.types import Array, Bool, Float32, Int64
 
-TIMESTAMP = "event_timestamp"
-KEYS = {"consumer": "user_id", "producer": "account_id"}
-PUSH_SOURCE = "user_events_push"
+from followrec.features.feast_definitions import objects
 
-user = Entity(
-    name="user",
-    join_keys=["user_id"],
-    value_type=ValueType.INT64,
-    description="an account as a consumer (someone who follows)",
-)
-account = Entity(
-    name="account",
-    join_keys=["account_id"],
-    value_type=ValueType.INT64,
-    description="an account as a producer (someone who can be followed)",
-)
-ENTITIES = {"consumer": user, "producer": account}
-
-_SCALARS = {
-    pa.int64(): Int64,
-    pa.int32(): Int64,
-    pa.float32(): Float32,
-    pa.float64(): Float64,
-    pa.string(): String,
-    pa.large_string(): String,
-    pa.bool_(): Bool,
+SCHEMA_VERSION = "c0041d90"
+COLUMNS = {
+    "consumer": {
+        "language": Int64,
+        "country": Int64,
+        "topics": Array(Int64),
+        "follow_count": Int64,
+        "follow_count_bucket": Int64,
+        "recent_follows": Array(Int64),
+        "follows": Array(Int64),
+        "engagement_count": Int64,
+        "engaged_accounts": Int64,
+    },
+    "producer": {
+        "language": Int64,
+        "country": Int64,
+        "topics": Array(Int64),
+        "follower_count": Int64,
+        "log_follower_count": Float32,
+        "account_age_days": Float32,
+        "follower_language_dist": Array(Float32),
+        "follower_country_dist": Array(Float32),
+        "follower_countries": Int64,
+        "follower_same_language_share": Float32,
+        "follower_top_topics": Array(Int64),
+        "views": Int64,
+        "partner": Bool,
+        "mature": Bool,
+    },
 }
-
-
-def feast_type(name: str, arrow_type: pa.DataType):  # noqa: ANN201 - a Feast type object
-    """The Feast type of a feature table column."""
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        inner = _SCALARS.get(arrow_type.value_type)
-        if inner is not None and inner is not String:
-            return Array(inner)
-    elif arrow_type in _SCALARS:
-        return _SCALARS[arrow_type]
-    raise TypeError(f"feature column {name!r} has type {arrow_type}, which Feast cannot hold")
-
-
-def fields(schema: pa.Schema, key: str) -> list[Field]:
-    """Every column except the join key and the timestamp, as Feast fields."""
-    skip = {key, TIMESTAMP}
-    return [
-        Field(name=f.name, dtype=feast_type(f.name, f.type)) for f in schema if f.name not in skip
-    ]
-
-
-def schema_version(feature_dir: Path) -> str:
-    """A short hash of both tables' column names and types: it names the feature services,
-    so a model is always served the columns it was trained on."""
-    digest = hashlib.sha256()
-    for tower in ("consumer", "producer"):
-        for f in pq.read_schema(feature_dir / f"{tower}.parquet"):
-            digest.update(f"{tower}.{f.name}:{f.type};".encode())
-    return digest.hexdigest()[:8]
-
-
-def service_name(tower: str, version: str) -> str:
-    """The feature service a tower reads: followrec_<tower>_v<schema version>."""
-    return f"followrec_{tower}_v{version}"
-
-
-def build(feature_dir: str | Path) -> list:
-    """Every Feast object for the feature tables under feature_dir."""
-    feature_dir = Path(feature_dir).resolve()
-    version = schema_version(feature_dir)
-    objects: list = [user, account]
-    for tower, key in KEYS.items():
-        path = feature_dir / f"{tower}.parquet"
-        source = FileSource(
-            name=f"{tower}_features_source", path=str(path), timestamp_field=TIMESTAMP
-        )
-        if tower == "consumer":
-            # Real-time user events are pushed here; the batch source backs it offline.
-            source = PushSource(name=PUSH_SOURCE, batch_source=source)
-        view = FeatureView(
-            name=f"{tower}_features",
-            entities=[ENTITIES[tower]],
-            ttl=timedelta(0),  # features stay valid until the next snapshot replaces them
-            schema=fields(pq.read_schema(path), key),
-            source=source,
-            online=True,
-            tags={"tower": tower, "schema_version": version},
-        )
-        service = FeatureService(
-            name=service_name(tower, version),
-            features=[view],
-            tags={"tower": tower, "schema_version": version},
-        )
-        objects += [view, service]
-    return objects
-
-
-_FEATURE_DIR = Path(
-    os.environ.get(
-        "FOLLOWREC_FEATURE_DIR",
-        Path(__file__).resolve().parents[1] / "runs" / "pipeline" / "features",
-    )
+FEATURE_DIR = os.environ.get(
+    "FOLLOWREC_FEATURE_DIR", str(Path(__file__).resolve().parents[1] / "runs/pipeline/features")
 )
-if (_FEATURE_DIR / "consumer.parquet").exists():  # `feast apply` in this folder
-    for _obj in build(_FEATURE_DIR):
-        globals()[f"{type(_obj).__name__.lower()}_{_obj.name}"] = _obj
+
+user, account, consumer_features, consumer_service, producer_features, producer_service = objects(
+    COLUMNS, FEATURE_DIR, SCHEMA_VERSION
+)

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from followrec.atomic import atomic_dir
-from followrec.errors import InputError
+from followrec.core.atomic import atomic_dir
+from followrec.core.errors import InputError
 
 # Required columns per table and the check each must pass. Unknown columns are kept.
 REQUIRED: dict[str, dict[str, str]] = {

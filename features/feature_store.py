@@ -1,5 +1,5 @@
 """The Feast side of the pipeline: write the feature tables as Feast sources, apply the
-definitions in feature_repo/, materialize to the online store, fetch training sets with a
+definitions (feast_definitions.py), materialize to the online store, fetch training sets with a
 point-in-time join, and read online features with the same definitions."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from feature_repo import definitions
-from features.transforms import FeatureTables
-from followrec.atomic import atomic_dir
-from followrec.config import FeastConfig
-from followrec.errors import InputError
+from followrec.core.atomic import atomic_dir
+from followrec.core.config import FeastConfig
+from followrec.core.errors import InputError
+from followrec.features import feast_definitions as definitions
+from followrec.features.transforms import FeatureTables
 
 TOWERS = ("consumer", "producer")
 
@@ -46,6 +46,22 @@ def write_feature_tables(tables: FeatureTables, path: str | Path) -> dict[str, A
         (tmp / "vocabularies.json").write_text(json.dumps(tables.vocabularies))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def read_feature_tables(path: str | Path) -> FeatureTables:
+    """Feature tables written by write_feature_tables (what the training_set step keeps)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    frames = {
+        t: pd.read_parquet(path / f"{t}.parquet").drop(columns=[definitions.TIMESTAMP])
+        for t in TOWERS
+    }
+    return FeatureTables(
+        consumer=frames["consumer"],
+        producer=frames["producer"],
+        vocabularies=json.loads((path / "vocabularies.json").read_text()),
+        feature_timestamp=pd.Timestamp(manifest["feature_timestamp"]),
+    )
 
 
 def read_manifest(feature_dir: str | Path) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from features.contract import Dataset, read_dataset, write_dataset
-from features.loaders import load_edgelist, load_twitch
-from features.synthetic import generate
-from followrec.config import Config
-from followrec.errors import InputError
+from followrec.core.config import Config
+from followrec.core.errors import InputError
+from followrec.features.contract import Dataset, read_dataset, write_dataset
+from followrec.features.loaders import load_edgelist, load_twitch
+from followrec.features.split import Split, split_dataset
+from followrec.features.synthetic import generate
+from followrec.features.transforms import FeatureTables, build_features
 
 DATASETS = ("twitch", "edgelist", "synthetic", "parquet")
 
@@ -36,6 +38,20 @@ def load_dataset(cfg: Config, progress: bool = True) -> Dataset:
         field="data.dataset",
         value=data.dataset,
     )
+
+
+def training_features(ds: Dataset, split: Split, cfg: Config) -> FeatureTables:
+    """Both towers' feature tables, built from the split's training follows only."""
+    return build_features(
+        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
+    )
+
+
+def load_split_features(cfg: Config, progress: bool = True) -> tuple[Dataset, Split, FeatureTables]:
+    """Load the configured dataset, split it, and build its training feature tables."""
+    ds = load_dataset(cfg, progress=progress)
+    split = split_dataset(ds, cfg.split)
+    return ds, split, training_features(ds, split, cfg)
 
 
 def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.bags import csr_to_bag, empty_bags, group_to_bag
-from features.contract import Dataset, validate_contract
-from followrec.errors import InputError
+from followrec.core.errors import InputError
+from followrec.features.bags import csr_to_bag, empty_bags, group_to_bag
+from followrec.features.contract import Dataset, validate_contract
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.bags import bag_to_csr
-from features.transforms import FIXED_CARDINALITY, FeatureTables
-from followrec.errors import InputError
+from followrec.core.errors import InputError
+from followrec.features.bags import bag_to_csr
+from followrec.features.transforms import FIXED_CARDINALITY, FeatureTables
 
 KINDS = ("categorical", "id_bag", "dense", "vector")
 ID_SPACES = ("accounts", "topics")  # shared id tables a bag can index

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import Dataset
-from followrec.config import SplitConfig
-from followrec.errors import InputError
+from followrec.core.config import SplitConfig
+from followrec.core.errors import InputError
+from followrec.features.contract import Dataset
 
 
 @dataclass

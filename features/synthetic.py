@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.bags import csr_to_bag
-from features.contract import Dataset, validate_contract
-from features.loaders import _finish_follows
-from followrec.config import SyntheticConfig, require
+from followrec.core.config import SyntheticConfig, require
+from followrec.features.bags import csr_to_bag
+from followrec.features.contract import Dataset, validate_contract
+from followrec.features.loaders import _finish_follows
 
 OWN_TOPIC_SHARE = 0.7  # share of direct follows drawn from the user's own topics
 START = pd.Timestamp("2020-01-01", tz="UTC")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.bags import bag_to_csr, csr_to_bag, group_to_bag
-from followrec.config import FeatureConfig
+from followrec.core.config import FeatureConfig
+from followrec.features.bags import bag_to_csr, csr_to_bag, group_to_bag
 
 UNKNOWN = "<unk>"
 ACTIVITY_EDGES = (0, 1, 3, 6, 21, 101)  # activity buckets: 0, 1-2, 3-5, 6-20, 21-100, 101+
@@ -104,7 +104,7 @@ def build_features(
     cfg: FeatureConfig,
     feature_kinds: dict[str, str] | None = None,
 ) -> FeatureTables:
-    """Consumer and producer tables from training follows only (never the holdout)."""
+    """Consumer and producer tables from followrec.training follows only (never the holdout)."""
     n = len(accounts)
     ts = train_follows["event_timestamp"]
     if cfg.reference_time is not None:

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import REQUIRED
-from followrec.atomic import atomic_write
-from followrec.config import ValidationConfig
+from followrec.core.atomic import atomic_write
+from followrec.core.config import ValidationConfig
+from followrec.features.contract import REQUIRED
 
 STATS_FILE = "last_success.json"  # drift reference: statistics of the last passing run
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from followrec.config import Config, load_config
-from followrec.errors import InputError
+from followrec.core.config import Config, load_config
+from followrec.core.errors import InputError
 
 DESCRIPTION = """\
 followrec: model-based 'who to follow' candidate generation.
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps(cfg.to_dict(), indent=2))
         elif args.command == "evaluate":
-            from evaluation import evaluate
+            from followrec.evaluation import evaluate
 
             result = evaluate.run(cfg, args.out, progress=progress)
             print(result["table"])
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             if "model_version" in result:
                 print(f"model: {result['model_name']} version {result['model_version']}")
         elif args.command in ("promote", "status", "rollback"):
-            from evaluation import promote
+            from followrec.registry import promote
 
             if args.command == "promote":
                 out = promote.run(cfg, args.run, progress=progress)
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             return _run_main_job(args)
         elif args.command == "recommend":
-            from serving.candidates import Options, Recommender
+            from followrec.serving.candidates import Options, Recommender
 
             options = Options(args.k, args.popularity_discount, args.diversity)
             found = Recommender(args.run, cfg).recommend(args.user, options)
@@ -397,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     print(f"{rank:4d}  {account:>10d}  {score:.4f}")
         elif args.command == "serving-report":
-            from evaluation.serving_report import serving_report
+            from followrec.serving.report import serving_report
 
             out = serving_report(cfg, args.run, args.max_users, progress=progress)
             print(json.dumps(out, indent=2))
         elif args.command == "serve":
-            from serving.server import serve
+            from followrec.serving.server import serve
 
             return serve(cfg, args.run, args.host, args.port)
         elif args.command == "ui":
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_uis(cfg, Path(args.run), args.host)
         elif args.command in ("ingest", "generate"):
-            from features import ingest
+            from followrec.features import ingest
 
             if args.command == "generate":
                 cfg = load_config(
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"followrec: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from features.validation import ValidationFailed
+        from followrec.features.validation import ValidationFailed
 
         if not isinstance(exc, ValidationFailed):
             raise

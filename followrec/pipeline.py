@@ -13,7 +13,6 @@ folder holds everything a run makes:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,49 +20,15 @@ from typing import Any
 
 import pandas as pd
 
-from features import feature_store
-from features.contract import read_dataset, write_dataset
-from features.ingest import load_dataset
-from features.split import split_dataset
-from features.transforms import FeatureTables, build_features
-from followrec.atomic import atomic_write, replace_dir
-from followrec.config import Config, save_config
-from followrec.errors import InputError
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where each step reads and writes inside a run folder."""
-
-    root: Path
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "raw"
-
-    @property
-    def staged_raw(self) -> Path:
-        return self.root / "staged" / "raw"
-
-    @property
-    def staged_features(self) -> Path:
-        return self.root / "staged" / "features"
-
-    @property
-    def validation(self) -> Path:
-        return self.root / "validation"
-
-    @property
-    def features(self) -> Path:
-        return self.root / "features"
-
-    @property
-    def feast(self) -> Path:
-        return self.root / "feast"
-
-    @property
-    def training_set(self) -> Path:
-        return self.root / "training_set"
+from followrec.core.atomic import replace_dir
+from followrec.core.config import Config, save_config
+from followrec.core.errors import InputError
+from followrec.core.layout import Layout
+from followrec.features import feature_store
+from followrec.features.contract import read_dataset, write_dataset
+from followrec.features.ingest import load_dataset, training_features
+from followrec.features.split import split_dataset
+from followrec.features.transforms import FeatureTables
 
 
 def on_raw(cfg: Config, run: Path) -> Config:
@@ -108,7 +73,7 @@ def ingest(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any
 
 def validate_raw(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Great Expectations suites over the staged accounts and follows."""
-    from features.validation import validate_raw as suites
+    from followrec.features.validation import validate_raw as suites
 
     layout = Layout(Path(run))
     ds = read_dataset(layout.staged_raw, validate=False)
@@ -128,10 +93,7 @@ def build_feature_tables(cfg: Config, run: str | Path) -> dict[str, Any]:
 
     def step() -> dict[str, Any]:
         ds = read_dataset(layout.staged_raw)
-        split = split_dataset(ds, cfg.split)
-        tables = build_features(
-            ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-        )
+        tables = training_features(ds, split_dataset(ds, cfg.split), cfg)
         return feature_store.write_feature_tables(tables, layout.staged_features)
 
     return _timed(step)
@@ -141,7 +103,7 @@ def validate_features(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Feature-table suites, with drift against the last successful run. When they pass,
     the staged raw and feature tables become RUN/raw and RUN/features (what Feast and
     training read) and the config is saved beside them; until then those stay as they were."""
-    from features.validation import validate_features as suites
+    from followrec.features.validation import validate_features as suites
 
     layout = Layout(Path(run))
     consumer = pd.read_parquet(layout.staged_features / "consumer.parquet")
@@ -160,8 +122,8 @@ def validate_features(cfg: Config, run: str | Path) -> dict[str, Any]:
 
 def _logged(cfg: Config, layout: Layout, kind: str, check: Callable[[], dict]) -> dict[str, Any]:
     """Run a validation and log its results and Data Docs to MLflow, pass or fail."""
-    from evaluation.tracking import log_validation, tracking_uri
-    from features.validation import ValidationFailed
+    from followrec.features.validation import ValidationFailed
+    from followrec.registry.tracking import log_validation, tracking_uri
 
     if not cfg.validation.enabled:
         return {"skipped": "validation.enabled is false"}
@@ -186,7 +148,7 @@ def _logged(cfg: Config, layout: Layout, kind: str, check: Callable[[], dict]) -
 
 
 def feast_apply(cfg: Config, run: str | Path) -> dict[str, Any]:
-    """Write RUN/feast/feature_store.yaml and apply feature_repo's definitions."""
+    """Write RUN/feast/feature_store.yaml and apply the Feast definitions for the tables."""
     layout = Layout(Path(run))
     return _timed(lambda: feature_store.apply(cfg.feast, layout.features, layout.feast))
 
@@ -215,23 +177,12 @@ def training_set(cfg: Config, run: str | Path) -> dict[str, Any]:
 
 def read_training_set(run: str | Path) -> FeatureTables:
     """The tables the training_set step fetched."""
-    path = Layout(Path(run)).training_set
-    manifest = feature_store.read_manifest(path)
-    frames = {
-        t: pd.read_parquet(path / f"{t}.parquet").drop(columns=["event_timestamp"])
-        for t in feature_store.TOWERS
-    }
-    return FeatureTables(
-        consumer=frames["consumer"],
-        producer=frames["producer"],
-        vocabularies=json.loads((path / "vocabularies.json").read_text()),
-        feature_timestamp=pd.Timestamp(manifest["feature_timestamp"]),
-    )
+    return feature_store.read_feature_tables(Layout(Path(run)).training_set)
 
 
 def train(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any]:
     """Train the two-tower variants on the run's raw tables (MLflow nested runs)."""
-    from evaluation import evaluate as step
+    from followrec.evaluation import evaluate as step
 
     out = step.train(on_raw(cfg, Path(run)), run, progress=progress)
     return {k: out[k] for k in ("dataset", "mlflow_run_id", "seconds")} | {
@@ -242,7 +193,7 @@ def train(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any]
 def evaluate(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any]:
     """Score the trained models on the Feast training set and every narrow source; register
     the two-tower model with its metrics and feature services as tags."""
-    from evaluation import evaluate as step
+    from followrec.evaluation import evaluate as step
 
     services = feature_store.read_manifest(Layout(Path(run)).features)["services"]
     out = step.evaluate(
@@ -258,14 +209,14 @@ def evaluate(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, A
 
 def gate(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Metric conditions: beat the champion and the floors."""
-    from evaluation import promote as step
+    from followrec.registry import promote as step
 
     return step.gate(on_raw(cfg, Path(run)), run)
 
 
 def build_index(cfg: Config, run: str | Path, progress: bool = True) -> dict[str, Any]:
     """Encode every producer from the training set and write the challenger's index."""
-    from evaluation import promote as step
+    from followrec.registry import promote as step
 
     return step.build_index(
         on_raw(cfg, Path(run)), run, tables=read_training_set(run), progress=progress
@@ -274,14 +225,14 @@ def build_index(cfg: Config, run: str | Path, progress: bool = True) -> dict[str
 
 def validate_index(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Checksum, count, dimension, ANN recall and a smoke search."""
-    from evaluation import promote as step
+    from followrec.registry import promote as step
 
     return step.validate_index(on_raw(cfg, Path(run)), run)
 
 
 def promote(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Move the champion alias and publish its index, or change neither."""
-    from evaluation import promote as step
+    from followrec.registry import promote as step
 
     return step.promote(on_raw(cfg, Path(run)), run)
 
@@ -292,86 +243,25 @@ def promote(cfg: Config, run: str | Path) -> dict[str, Any]:
 def refresh_index(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Re-embed every producer with the current champion on the latest feature snapshot
     (from Feast) and write a new index version for it, without retraining."""
-    from evaluation import promote as step
-    from evaluation.registry import CHAMPION, alias_version
-    from indexing.build import build_index_version
-    from indexing.store import read_manifest, version_name
+    from followrec.registry import promote as step
 
-    run = Path(run)
-    layout = Layout(run)
-    client = step.client_for(cfg, run)
-    champion = alias_version(client, CHAMPION)
-    if champion is None or "index.version" not in champion.tags:
-        raise InputError(
-            "no champion with an index to refresh: run followrec_training first", field="champion"
-        )
-    root = step.index_root(cfg, run)
-    current = read_manifest(root, champion.tags["index.version"])
-    model_dir = Path(current["model_dir"])
-    model = json.loads((model_dir / "model.json").read_text())
+    layout = Layout(Path(run))
     tables = feature_store.historical_tables(layout.features, layout.feast)
-    if len(tables.producer) > model["n_ids"]["accounts"]:
-        raise InputError(
-            "the feature snapshot has accounts the champion has no embedding for; "
-            "retrain (followrec_training) instead of refreshing",
-            field="accounts",
-            value=len(tables.producer),
-        )
-    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
-    version = version_name(str(champion.version), refresh=stamp)
-    manifest = build_index_version(
-        model_dir,
-        tables,
-        root,
-        version,
-        cfg.index.target_recall,
-        cfg.index.kind,
-        cfg.index.sample_users,
-    )
-    out = {**manifest, "model_version": str(champion.version), "index_version": version}
-    atomic_write(run / "refresh.json", json.dumps(out, indent=2))
-    return out
+    return step.refresh_index(cfg, run, tables)
 
 
 def validate_refresh(cfg: Config, run: str | Path) -> dict[str, Any]:
     """The same checks an index passes before promotion."""
-    from evaluation import promote as step
+    from followrec.registry import promote as step
 
-    run = Path(run)
-    built = json.loads((run / "refresh.json").read_text())
-    out = step.index_checks(
-        step.index_root(cfg, run), built["index_version"], cfg.index.target_recall, built["count"]
-    )
-    atomic_write(run / "refresh_validation.json", json.dumps(out, indent=2))
-    return out
+    return step.validate_refresh(cfg, run)
 
 
 def publish_refresh(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Publish the refreshed index if it passed and the champion has not changed since."""
-    from evaluation import promote as step
-    from evaluation.registry import CHAMPION, alias_version
-    from evaluation.tracking import MODEL_NAME
-    from indexing.store import publish
+    from followrec.registry import promote as step
 
-    run = Path(run)
-    built = json.loads((run / "refresh.json").read_text())
-    checked = json.loads((run / "refresh_validation.json").read_text())
-    client = step.client_for(cfg, run)
-    champion = alias_version(client, CHAMPION)
-    if not checked["passed"]:
-        failed = [k for k, ok in checked["checks"].items() if not ok]
-        raise InputError(f"refreshed index failed its checks: {', '.join(failed)}", field="index")
-    if champion is None or str(champion.version) != built["model_version"]:
-        return {"published": False, "reason": "the champion changed during the refresh"}
-    publish(step.index_root(cfg, run), built["index_version"])
-    client.set_model_version_tag(
-        MODEL_NAME, built["model_version"], "index.version", built["index_version"]
-    )
-    return {
-        "published": True,
-        "index_version": built["index_version"],
-        "model_version": built["model_version"],
-    }
+    return step.publish_refresh(cfg, run)
 
 
 # Step name -> function; the DAG tasks and `followrec step NAME` both dispatch through it.

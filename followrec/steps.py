@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from followrec import pipeline
-from followrec.config import Config, load_config
+from followrec.core.config import Config, load_config
 from followrec.step_names import ALL_STEPS, FEATURES_STEPS
 
 # DAG task id -> the CLI command that runs the same step function.

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.tracking import tracking_uri
-from followrec.config import Config
+from followrec.core.config import Config
+from followrec.registry.tracking import tracking_uri
 
 PORTS = {"airflow": 8080, "mlflow": 5000, "feast": 8888}
 

@@ -11,11 +11,11 @@ import faiss
 import numpy as np
 import torch
 
-from features.transforms import FeatureTables
-from indexing.factory import build_tuned
-from indexing.store import read_manifest, write_version
-from training.model_io import load_model_dir
-from training.train import encode
+from followrec.features.transforms import FeatureTables
+from followrec.indexing.factory import build_tuned
+from followrec.indexing.store import read_manifest, write_version
+from followrec.training.model_io import load_model_dir
+from followrec.training.train import encode
 
 
 def build_index_version(

@@ -17,8 +17,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from followrec.errors import InputError
-from indexing.hnsw_graph import HnswGraph
+from followrec.core.errors import InputError
+from followrec.indexing.hnsw_graph import HnswGraph
 
 KINDS = ("auto", "flat", "hnsw", "faiss_hnsw", "ivf")
 EXACT_UP_TO = 50_000  # below this, exact search is fast enough and always right

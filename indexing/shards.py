@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from followrec.errors import InputError
-from indexing.factory import IndexChoice, build, set_search_effort
+from followrec.core.errors import InputError
+from followrec.indexing.factory import IndexChoice, build, set_search_effort
 
 
 def shard_of(

@@ -12,10 +12,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from followrec.atomic import atomic_dir, atomic_write
-from followrec.errors import InputError
-from indexing.hnsw_graph import FILE as HNSW_FILE
-from indexing.hnsw_graph import HnswGraph
+from followrec.core.atomic import atomic_dir, atomic_write
+from followrec.core.errors import InputError
+from followrec.indexing.hnsw_graph import FILE as HNSW_FILE
+from followrec.indexing.hnsw_graph import HnswGraph
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "account_ids.npy"

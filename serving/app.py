@@ -20,9 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from followrec.errors import InputError
-from serving.candidates import MAX_K, Options, Recommender
-from serving.metrics import Metrics
+from followrec.core.errors import InputError
+from followrec.serving.candidates import MAX_K, Options, Recommender
+from followrec.serving.metrics import Metrics
 
 log = logging.getLogger("followrec.serving")
 MAX_ID = 2**62  # ids beyond this cannot be Feast INT64 entity keys

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +18,22 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 import torch
 import yaml
 
-from evaluation.metrics import popularity_percentile
-from feature_repo import definitions
-from features import feature_store
-from features.transforms import follow_count_bucket
-from followrec.errors import InputError
-from serving.cache import ResultCache
-from serving.moderation import Moderation
-from serving.rerank import discount, mmr
-from training.data import tower_tensors
-from training.model_io import load_model_dir
-from training.train import TrainedModel, encode
+from followrec.core.errors import InputError
+from followrec.core.metrics import popularity_percentile
+from followrec.core.search import search_excluding
+from followrec.features import feast_definitions as definitions
+from followrec.features import feature_store
+from followrec.features.transforms import follow_count_bucket
+from followrec.serving.cache import ResultCache
+from followrec.serving.moderation import Moderation
+from followrec.serving.rerank import discount, mmr
+from followrec.training.data import tower_tensors
+from followrec.training.model_io import load_model_dir
+from followrec.training.train import TrainedModel, encode
 
 log = logging.getLogger("followrec.serving")
 
@@ -76,6 +79,11 @@ class Pair:
     account_ids: np.ndarray
     percentile: np.ndarray  # follower-count percentile by index row
     service: Any  # the Feast FeatureService the consumer tower reads
+
+    @cached_property
+    def rows(self) -> pd.Index:
+        """Account id -> index row (a hash index, built once per pair)."""
+        return pd.Index(self.account_ids)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -147,19 +155,19 @@ class Recommender:
     # ------------------------------------------------------------------ pair and swap
 
     def _client(self):  # noqa: ANN202 - an MlflowClient
-        from evaluation import promote
+        from followrec.registry import promote
 
         return promote.client_for(self.cfg, self.run_dir)
 
     def _index_root(self) -> Path:
-        from evaluation import promote
+        from followrec.registry import promote
 
         return promote.index_root(self.cfg, self.run_dir)
 
     def published_versions(self) -> tuple[str | None, str | None]:
         """The champion alias's version and the published index version, right now."""
-        from evaluation.registry import CHAMPION, alias_version
-        from indexing.store import read_pointer
+        from followrec.indexing.store import read_pointer
+        from followrec.registry.aliases import CHAMPION, alias_version
 
         champion = alias_version(self._client(), CHAMPION)
         pointer = read_pointer(self._index_root()) or {}
@@ -167,7 +175,7 @@ class Recommender:
 
     def load_pair(self, model_version: str, index_version: str | None) -> Pair:
         """Load and check a pair; PairRefused names why it may not serve."""
-        from indexing.store import load_version, model_version_of
+        from followrec.indexing.store import load_version, model_version_of
 
         if index_version is None:
             raise PairRefused("no index has been published")
@@ -210,7 +218,7 @@ class Recommender:
         """The registered version's weights, downloaded once from the MLflow registry."""
         import mlflow
 
-        from evaluation.tracking import MODEL_NAME
+        from followrec.registry.tracking import MODEL_NAME
 
         target = self.run_dir / "serving" / "models" / f"v{version}"
         if not (target / "MLmodel").exists():
@@ -482,21 +490,16 @@ def _apply(row: pd.DataFrame, kind: str, account: int, engagement: str | None, f
 def _search_excluding(
     pair: Pair, query: np.ndarray, want: int, excluded: set[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Index rows and scores of the best `want` accounts not excluded; searches deeper
-    until enough remain or the index is exhausted."""
+    """Index rows and scores of the best `want` accounts not excluded."""
     total = pair.index.ntotal
-    depth = min(total, want + len(excluded) + 1)
-    while True:
-        scores, rows = pair.index.search(query, depth)
-        rows, scores = rows[0], scores[0]
-        valid = rows >= 0
-        rows, scores = rows[valid], scores[valid]
-        keep = np.fromiter(
-            (int(a) not in excluded for a in pair.account_ids[rows]), bool, len(rows)
-        )
-        if keep.sum() >= want or depth >= total:
-            return rows[keep][:want], scores[keep][:want]
-        depth = min(total, depth * 2)
+    rows = pair.rows.get_indexer(np.fromiter(excluded, np.int64, len(excluded)))
+    rows = np.unique(rows[rows >= 0])
+    banned = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.int8), rows, [0, len(rows)]), shape=(1, total)
+    )
+    found, scores = search_excluding(pair.index.search, query, banned, want, total)
+    keep = found[0] >= 0
+    return found[0][keep], scores[0][keep]
 
 
 def vectors_of(index: Any, rows: np.ndarray | None = None) -> np.ndarray:

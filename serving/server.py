@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from followrec.config import Config, require
+from followrec.core.config import Config, require
 
 
 def build_app(cfg: Config, run_dir: str | Path) -> Any:
     """The FastAPI app for a run, with the settings in cfg.serving."""
-    from serving.app import create_app
-    from serving.candidates import Recommender
+    from followrec.serving.app import create_app
+    from followrec.serving.candidates import Recommender
 
     sc = cfg.serving
     require(
@@ -40,7 +40,7 @@ def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) 
     """Run the service until interrupted."""
     import uvicorn
 
-    from serving.app import configure_logging
+    from followrec.serving.app import configure_logging
 
     configure_logging(cfg.serving.log_level)
     app = build_app(cfg, run_dir)

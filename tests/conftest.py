@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.bags import csr_to_bag
-from features.contract import Dataset
+from followrec.features.bags import csr_to_bag
+from followrec.features.contract import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TWITCH = (REPO / ".." / "shared" / "data" / "twitch").resolve()
@@ -95,10 +95,10 @@ def pytest_collection_modifyitems(config, items):
 
 def synthetic_feature_tables(n_accounts: int, mean_follows: int):  # noqa: ANN201
     """Feature tables of a small generated graph (training follows only)."""
-    from features.split import split_dataset
-    from features.synthetic import generate
-    from features.transforms import build_features
-    from followrec.config import load_config
+    from followrec.core.config import load_config
+    from followrec.features.split import split_dataset
+    from followrec.features.synthetic import generate
+    from followrec.features.transforms import build_features
 
     cfg = load_config(
         None, [f"synthetic.n_accounts={n_accounts}", f"synthetic.mean_follows={mean_follows}"]

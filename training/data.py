@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.bags import bag_to_csr
+from followrec.features.bags import bag_to_csr
 
 
 @dataclass

@@ -6,10 +6,11 @@ writes the model folder (the same format `followrec evaluate` and the index buil
 result.json.
 
     # one machine, 2 processes, on a pipeline run's validated tables:
-    torchrun --standalone --nproc-per-node 2 -m training.distributed runs/pipeline runs/ddp
+    torchrun --standalone --nproc-per-node 2 -m followrec.training.distributed \\
+        runs/pipeline runs/ddp
     # two hosts (run on each, NODE_RANK 0 and 1):
     torchrun --nnodes 2 --node-rank $NODE_RANK --nproc-per-node 8 \\
-        --rdzv-backend c10d --rdzv-endpoint head:29500 -m training.distributed \\
+        --rdzv-backend c10d --rdzv-endpoint head:29500 -m followrec.training.distributed \\
         /shared/runs/pipeline /shared/runs/ddp
 
 The global batch is nproc x train.batch_size; keep it equal to a single-process run's
@@ -48,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from features.contract import read_dataset
-    from features.split import split_dataset
-    from followrec.config import load_config
-    from followrec.pipeline import Layout
-    from training.model_io import save_model_dir
-    from training.train import train_two_tower
+    from followrec.core.config import load_config
+    from followrec.core.layout import Layout
+    from followrec.features.contract import read_dataset
+    from followrec.features.split import split_dataset
+    from followrec.training.model_io import save_model_dir
+    from followrec.training.train import train_two_tower
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:

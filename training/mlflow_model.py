@@ -17,14 +17,14 @@ class TwoTowerConsumer(PythonModel):
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's signature
         """Rebuild the model from its state dict and JSON metadata."""
-        from training.model_io import load_model_dir
+        from followrec.training.model_io import load_model_dir
 
         self.trained = load_model_dir(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ANN001
         """Embeddings of consumer feature rows."""
-        from training.data import tower_tensors
-        from training.train import encode
+        from followrec.training.data import tower_tensors
+        from followrec.training.train import encode
 
         trained = self.trained
         frame = model_input.reset_index(drop=True)

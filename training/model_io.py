@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from followrec.atomic import atomic_dir
-from training.towers import TwoTower
-from training.train import TrainedModel
+from followrec.core.atomic import atomic_dir
+from followrec.training.towers import TwoTower
+from followrec.training.train import TrainedModel
 
 STATE = "state_dict.pt"
 META = "model.json"

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -30,12 +32,12 @@ class FollowIndex:
         within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[segment]
         return segment, self.accounts[starts[segment] + within]
 
-    def dense_mask(self, users: torch.Tensor) -> torch.Tensor:
-        """Boolean (users x accounts): True where the user follows the account."""
-        mask = torch.zeros(len(users), self.n, dtype=torch.bool)
-        segment, followed = self.rows(users)
-        mask[segment, followed] = True
-        return mask
+    def csr(self) -> sp.csr_matrix:
+        """The follows as a users x accounts SciPy CSR matrix."""
+        data = np.ones(len(self.accounts), dtype=np.int8)
+        return sp.csr_matrix(
+            (data, self.accounts.numpy(), self.offsets.numpy()), shape=(self.n, self.n)
+        )
 
     def mask(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Boolean (users x candidates): True where users[i] follows candidates[j]."""

@@ -10,11 +10,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from evaluation.baselines import first_k_valid
-from features.contract import Dataset
-from features.split import Split
-from features.transforms import FeatureTables, follow_matrix
-from training.train import TrainedModel, encode
+from followrec.core.search import exclusions, search_excluding
+from followrec.features.contract import Dataset
+from followrec.features.split import Split
+from followrec.features.transforms import FeatureTables, follow_matrix
+from followrec.training.train import TrainedModel, encode
 
 
 @dataclass
@@ -45,22 +45,17 @@ class Retriever:
         """Top k accounts per user, excluding the user and what they follow (-1 padded)."""
         user_emb = encode(self.trained.model.consumer, self.consumer_tensors, users).numpy()
         degree = np.diff(self.follows.indptr)[users]
-        order = np.argsort(degree, kind="stable")  # similar over-fetch depth per chunk
+        order = np.argsort(degree, kind="stable")  # similar search depth per chunk
         out = np.full((len(users), k), -1, dtype=np.int64)
-        n = self.index.ntotal
         for lo in range(0, len(users), chunk):
             rows = order[lo : lo + chunk]
-            depth = int(min(n, k + degree[rows].max() + 1))
-            _, cand = self.index.search(np.ascontiguousarray(user_emb[rows]), depth)
-            u = users[rows]
-            banned = (cand == u[:, None]) | (cand < 0)
-            sub = self.follows[u]
-            keys = np.repeat(np.arange(len(u)), np.diff(sub.indptr)) * np.int64(n) + sub.indices
-            probe = np.arange(len(u))[:, None] * np.int64(n) + cand
-            pos = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
-            if len(keys):
-                banned |= keys[pos] == probe
-            out[rows] = first_k_valid(cand, ~banned, k)
+            out[rows] = search_excluding(
+                self.index.search,
+                user_emb[rows],
+                exclusions(self.follows, users[rows]),
+                k,
+                self.index.ntotal,
+            )[0]
         return out
 
     def rerank(self, users: np.ndarray, recs: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from followrec.errors import InputError
+from followrec.core.errors import InputError
 
 
 class Tower(nn.Module):

@@ -18,16 +18,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.metrics import mean_recall
-from features.contract import Dataset
-from features.spec import TowerSpec, build_schema, load_spec
-from features.split import Split, per_user_holdout
-from features.transforms import FeatureTables, build_features
-from followrec.atomic import atomic_write
-from followrec.config import Config, SplitConfig, TrainConfig, require
-from training.data import TowerTensors, fit_dense_stats, tower_tensors
-from training.objectives import FollowIndex, in_batch_softmax, pointwise_logistic, sampling_log_q
-from training.towers import TwoTower
+from followrec.core.atomic import atomic_write
+from followrec.core.config import Config, SplitConfig, TrainConfig, require
+from followrec.core.metrics import mean_recall
+from followrec.core.search import exclusions, search_excluding
+from followrec.features.contract import Dataset
+from followrec.features.spec import TowerSpec, build_schema, load_spec
+from followrec.features.split import Split, per_user_holdout
+from followrec.features.transforms import FeatureTables, build_features
+from followrec.training.data import TowerTensors, fit_dense_stats, tower_tensors
+from followrec.training.objectives import (
+    FollowIndex,
+    in_batch_softmax,
+    pointwise_logistic,
+    sampling_log_q,
+)
+from followrec.training.towers import TwoTower
 
 log = logging.getLogger(__name__)
 HISTORY_BAGS = ("follows", "recent_follows")
@@ -100,15 +106,19 @@ def exact_top_k(
     user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray, exclude: FollowIndex, k: int
 ) -> np.ndarray:
     """Exact inner-product top k per user, minus the user and accounts they follow."""
+    follows = exclude.csr()
+
+    def search(queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        top = torch.topk(torch.from_numpy(queries) @ item_emb.T, depth, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
     out = np.empty((len(users), k), dtype=np.int64)
     chunk = max(8, int(2e7 // max(item_emb.shape[0], 1)))  # ~80 MB of scores at a time
     for lo in range(0, len(users), chunk):
-        u = torch.as_tensor(users[lo : lo + chunk])
-        scores = user_emb[lo : lo + chunk] @ item_emb.T
-        banned = exclude.dense_mask(u)
-        banned[torch.arange(len(u)), u] = True
-        scores.masked_fill_(banned, float("-inf"))
-        out[lo : lo + len(u)] = torch.topk(scores, k, dim=1).indices.numpy()
+        u = users[lo : lo + chunk]
+        out[lo : lo + len(u)] = search_excluding(
+            search, user_emb[lo : lo + chunk].numpy(), exclusions(follows, u), k, len(item_emb)
+        )[0]
     return out
 
 

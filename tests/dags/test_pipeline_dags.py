@@ -4,10 +4,10 @@ training -> index refresh, then the training DAG again (idempotent re-run)."""
 import json
 import textwrap
 
-from evaluation.registry import CHAMPION, alias_version
-from evaluation.tracking import registry_client
-from features import feature_store
-from indexing.store import load_published, read_pointer
+from followrec.features import feature_store
+from followrec.indexing.store import load_published, read_pointer
+from followrec.registry.aliases import CHAMPION, alias_version
+from followrec.registry.tracking import registry_client
 from tests.dags.conftest import DAGS, run_python
 
 RUN_DAG = """

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from features.contract import write_dataset
-from features.ingest import load_dataset
-from followrec.config import load_config
+from followrec.core.config import load_config
+from followrec.features.contract import write_dataset
+from followrec.features.ingest import load_dataset
 
 pytestmark = pytest.mark.slow
 SETTINGS = ["--set", "train.epochs=1", "--set", "train.validation_users=500"]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.tracking import registry_client
 from followrec.cli import main
+from followrec.registry.tracking import registry_client
 
 SOURCES = ["popularity", "popularity_segment", "friends_of_friends", "cofollow_cf", "als", "blend"]
 METRICS = ["recall", "precision", "map", "ndcg", "hit_rate", "coverage", "popularity_percentile"]
@@ -96,9 +96,9 @@ def test_twitch_language_with_two_tower_and_mlflow(tmp_path, capsys):
 
 
 def torch_embeddings(model_dir, frame):
-    from training.data import tower_tensors
-    from training.model_io import load_model_dir
-    from training.train import encode
+    from followrec.training.data import tower_tensors
+    from followrec.training.model_io import load_model_dir
+    from followrec.training.train import encode
 
     trained = load_model_dir(model_dir)
     tensors = tower_tensors(

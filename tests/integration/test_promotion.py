@@ -3,13 +3,13 @@ not promoted, status JSON, and rollback of model and index together."""
 
 import json
 
-from evaluation import promote as promote_step
-from evaluation.gate import Decision
-from evaluation.registry import CHAMPION, alias_version, record_decision
-from evaluation.tracking import registry_client
 from followrec.cli import main
-from followrec.config import load_config
-from indexing.store import load_published, publish, read_pointer
+from followrec.core.config import load_config
+from followrec.indexing.store import load_published, publish, read_pointer
+from followrec.registry import promote as promote_step
+from followrec.registry.aliases import CHAMPION, alias_version, record_decision
+from followrec.registry.gate import Decision
+from followrec.registry.tracking import registry_client
 
 EVALUATE = ["evaluate", "--dataset", "twitch", "--quiet",
             "--set", "data.twitch_languages=[PTBR]", "--set", "eval.two_tower=[two_tower]",

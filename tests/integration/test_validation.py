@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.registry import CHAMPION, alias_version
-from evaluation.tracking import registry_client
-from features.contract import read_dataset, write_dataset
 from followrec.cli import main
-from indexing.store import read_pointer
+from followrec.features.contract import read_dataset, write_dataset
+from followrec.indexing.store import read_pointer
+from followrec.registry.aliases import CHAMPION, alias_version
+from followrec.registry.tracking import registry_client
 
 SMALL = ["--set", "data.twitch_languages=[PTBR]", "--set", "train.epochs=1",
          "--set", "eval.two_tower=[two_tower]", "--set", "baselines.sources=[popularity]",

@@ -6,10 +6,10 @@ import uuid
 import numpy as np
 import pytest
 
-from evaluation.registry import CHAMPION, alias_version
-from evaluation.tracking import MODEL_NAME, Tracker, registry_client
-from features import feature_store
-from followrec.config import FeastConfig
+from followrec.core.config import FeastConfig
+from followrec.features import feature_store
+from followrec.registry.aliases import CHAMPION, alias_version
+from followrec.registry.tracking import MODEL_NAME, Tracker, registry_client
 from tests.conftest import synthetic_feature_tables
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from followrec.cli import main
-from serving import launch
+from followrec.serving import launch
 
 API_KEY = "test-key"
 TRAIN = [

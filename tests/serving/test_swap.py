@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from followrec.cli import main
-from followrec.config import load_config
-from indexing.store import publish
-from serving.candidates import PairRefused, Recommender
+from followrec.core.config import load_config
+from followrec.indexing.store import publish
+from followrec.serving.candidates import PairRefused, Recommender
 from tests.serving.conftest import running_service
 
 pytestmark = pytest.mark.slow

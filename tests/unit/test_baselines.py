@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from evaluation.baselines import (
+from followrec.core.config import BaselineConfig
+from followrec.evaluation.baselines import (
     GraphContext,
     als,
     cofollow_cf,
@@ -13,7 +14,6 @@ from evaluation.baselines import (
     popularity_segment,
     round_robin,
 )
-from followrec.config import BaselineConfig
 from tests.conftest import make_dataset
 
 CFG = BaselineConfig()

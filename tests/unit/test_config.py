@@ -2,8 +2,8 @@
 
 import pytest
 
-from followrec.config import Config, load_config
-from followrec.errors import InputError
+from followrec.core.config import Config, load_config
+from followrec.core.errors import InputError
 
 
 def test_defaults_yaml_then_overrides(tmp_path):

@@ -1,14 +1,16 @@
 """Feast round trips: the training set from get_historical_features equals the offline
 feature builder, the join is point-in-time, and pushed events reach the online store."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo import definitions
-from features import feature_store
-from followrec.config import FeastConfig
-from followrec.errors import InputError
+from followrec.core.config import FeastConfig
+from followrec.core.errors import InputError
+from followrec.features import feast_definitions as definitions
+from followrec.features import feature_store
 from tests.conftest import synthetic_feature_tables
 
 
@@ -73,3 +75,23 @@ def test_materialize_then_push_updates_one_user_online(tables, tmp_path):
     assert list(online["recent_follows"].iloc[0]) == [42, 7]
     assert online["follow_count"].iloc[0] == tables.consumer["follow_count"].iloc[3] + 2
     assert online["follow_count"].iloc[1] == tables.consumer["follow_count"].iloc[4]  # untouched
+
+
+def test_feature_repo_schema_matches_the_tables_the_features_step_writes(tmp_path, twitch_dir):
+    """feature_repo/definitions.py spells out the default schema for review; a change to the
+    feature tables must change that file too (same columns, types and schema version)."""
+    import importlib.util
+
+    from followrec.core.config import load_config
+    from followrec.features.ingest import load_split_features
+
+    cfg = load_config(None, [f"data.twitch_dir={twitch_dir}", "data.twitch_languages=[PTBR]"])
+    tables = load_split_features(cfg, progress=False)[2]
+    manifest = feature_store.write_feature_tables(tables, tmp_path / "features")
+    path = Path(__file__).resolve().parents[2] / "feature_repo" / "definitions.py"
+    spec = importlib.util.spec_from_file_location("feature_repo_definitions", path)
+    repo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repo)
+    assert definitions.table_columns(tmp_path / "features") == repo.COLUMNS
+    assert manifest["schema_version"] == repo.SCHEMA_VERSION
+    assert repo.consumer_service.name == manifest["services"]["consumer"]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from features.spec import DEFAULT_SPEC, build_schema, load_spec, parse_spec
-from features.transforms import build_features, follow_count_bucket
-from followrec.config import FeatureConfig
-from followrec.errors import InputError
+from followrec.core.config import FeatureConfig
+from followrec.core.errors import InputError
+from followrec.features.spec import DEFAULT_SPEC, build_schema, load_spec, parse_spec
+from followrec.features.transforms import build_features, follow_count_bucket
 from tests.conftest import make_dataset
 
 

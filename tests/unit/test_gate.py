@@ -1,6 +1,6 @@
 """The promotion gate's decisions and reasons."""
 
-from evaluation.gate import decide
+from followrec.registry.gate import decide
 
 FLOORS = {"recall@100": 0.2, "map@100": 0.05}
 

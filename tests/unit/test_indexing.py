@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from followrec.errors import InputError
-from indexing.factory import build, build_tuned, choose, recall_against_exact
-from indexing.store import load_published, publish, read_pointer, rollback, write_version
+from followrec.core.errors import InputError
+from followrec.indexing.factory import build, build_tuned, choose, recall_against_exact
+from followrec.indexing.store import load_published, publish, read_pointer, rollback, write_version
 
 
 def clustered(n, dim=32, seed=0):

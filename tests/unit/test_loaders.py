@@ -5,9 +5,9 @@ import gzip
 import numpy as np
 import pytest
 
-from features.contract import read_dataset, write_dataset
-from features.loaders import load_edgelist, load_twitch, read_node_attributes
-from followrec.errors import InputError
+from followrec.core.errors import InputError
+from followrec.features.contract import read_dataset, write_dataset
+from followrec.features.loaders import load_edgelist, load_twitch, read_node_attributes
 
 
 def write(tmp_path, name, text):

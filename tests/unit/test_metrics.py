@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.metrics import (
+from followrec.core.metrics import (
     Relevance,
     catalog_metrics,
     evaluate_recommendations,

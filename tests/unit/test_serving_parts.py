@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from serving.cache import ResultCache
-from serving.metrics import Metrics
-from serving.rerank import discount, mmr
+from followrec.serving.cache import ResultCache
+from followrec.serving.metrics import Metrics
+from followrec.serving.rerank import discount, mmr
 
 
 def test_mmr_without_diversity_is_the_score_order_and_with_it_skips_near_duplicates():

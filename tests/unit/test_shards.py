@@ -4,9 +4,9 @@ or follow labels."""
 import numpy as np
 import pytest
 
-from followrec.errors import InputError
-from indexing.factory import IndexChoice, build
-from indexing.shards import ShardedIndex, build_shard, build_sharded, shard_of
+from followrec.core.errors import InputError
+from followrec.indexing.factory import IndexChoice, build
+from followrec.indexing.shards import ShardedIndex, build_shard, build_sharded, shard_of
 
 
 def test_exact_shards_searched_as_one_equal_a_single_exact_index():

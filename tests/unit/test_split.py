@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from features.split import split_dataset
-from features.synthetic import generate
-from features.transforms import build_features
-from followrec.config import FeatureConfig, SplitConfig, SyntheticConfig
+from followrec.core.config import FeatureConfig, SplitConfig, SyntheticConfig
+from followrec.features.split import split_dataset
+from followrec.features.synthetic import generate
+from followrec.features.transforms import build_features
 from tests.conftest import make_dataset
 
 
@@ -70,7 +70,7 @@ def _features_after_changing_holdout(ds, change):
 
 
 def test_no_holdout_edge_influences_any_training_feature(twitch_dir):
-    from features.loaders import load_twitch
+    from followrec.features.loaders import load_twitch
 
     ds = load_twitch(twitch_dir, ("PTBR",))
     # Rewire every holdout follow to another account: the features must not move.

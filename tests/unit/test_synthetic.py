@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from features.synthetic import generate, true_follow_probability
-from followrec.config import SyntheticConfig
-from followrec.errors import InputError
+from followrec.core.config import SyntheticConfig
+from followrec.core.errors import InputError
+from followrec.features.synthetic import generate, true_follow_probability
 
 CFG = SyntheticConfig(n_accounts=3000, mean_follows=15, seed=5)
 

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import mean_recall
-from features.spec import DEFAULT_SPEC
-from features.split import split_dataset
-from features.synthetic import generate
-from followrec.config import Config, SyntheticConfig, TrainConfig
-from followrec.errors import InputError
-from training.model_io import load_model_dir, save_model_dir
-from training.retrieval import two_tower_recommendations
-from training.towers import TwoTower
-from training.train import encode, train_two_tower
+from followrec.core.config import Config, SyntheticConfig, TrainConfig
+from followrec.core.errors import InputError
+from followrec.core.metrics import mean_recall
+from followrec.features.spec import DEFAULT_SPEC
+from followrec.features.split import split_dataset
+from followrec.features.synthetic import generate
+from followrec.training.model_io import load_model_dir, save_model_dir
+from followrec.training.retrieval import two_tower_recommendations
+from followrec.training.towers import TwoTower
+from followrec.training.train import encode, train_two_tower
 
 
 def small_config(**train):
@@ -31,7 +31,7 @@ def small_config(**train):
 
 
 def full_tables(ds, split):
-    from features.transforms import build_features
+    from followrec.features.transforms import build_features
 
     return build_features(ds.accounts, split.train, None, Config().features)
 
@@ -99,7 +99,7 @@ def test_save_and_load_give_the_same_embeddings(tiny, tmp_path):
     path = save_model_dir(trained, tmp_path / "model")
     assert sorted(p.name for p in path.iterdir()) == ["model.json", "state_dict.pt"]
     loaded = load_model_dir(path)
-    from features.transforms import build_features
+    from followrec.features.transforms import build_features
 
     tables = build_features(ds.accounts, split.train, None, Config().features)
     a = encode(trained.model.consumer, trained.tensors(tables)[0], np.arange(50))
@@ -110,10 +110,10 @@ def test_save_and_load_give_the_same_embeddings(tiny, tmp_path):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import sys
-    from features.split import split_dataset
-    from features.synthetic import generate
-    from followrec.config import Config, SyntheticConfig, TrainConfig
-    from training.train import train_two_tower
+    from followrec.features.split import split_dataset
+    from followrec.features.synthetic import generate
+    from followrec.core.config import Config, SyntheticConfig, TrainConfig
+    from followrec.training.train import train_two_tower
     ds = generate(SyntheticConfig(n_accounts=1500, mean_follows=12, seed=3), progress=False)
     split = split_dataset(ds, Config().split)
     cfg = Config(train=TrainConfig(epochs=15, batch_size=256, validation_users=300, threads=1,

@@ -20,17 +20,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from evaluation.baselines import GraphContext, popularity, popularity_segment
-from evaluation.evaluate import sample_users, segments
-from evaluation.metrics import Relevance, evaluate_recommendations, popularity_percentile
-from features.contract import read_dataset
-from features.split import split_dataset
-from followrec.atomic import atomic_write
-from followrec.config import Config
-from followrec.errors import InputError
-from serving.rerank import discount, mmr
-from training.data import tower_tensors
-from training.train import encode
+from followrec.core.atomic import atomic_write
+from followrec.core.config import Config
+from followrec.core.errors import InputError
+from followrec.core.metrics import Relevance, evaluate_recommendations, popularity_percentile
+from followrec.evaluation.baselines import GraphContext, popularity, popularity_segment
+from followrec.evaluation.evaluate import sample_users, segments
+from followrec.features.contract import read_dataset
+from followrec.features.split import split_dataset
+from followrec.serving.rerank import discount, mmr
+from followrec.training.data import tower_tensors
+from followrec.training.train import encode
 
 K = 100
 CHUNK = 1024  # users scored against every producer at once
@@ -89,8 +89,9 @@ def serving_report(
     cfg: Config, run_dir: str | Path, max_users: int = 5000, progress: bool = True
 ) -> dict[str, Any]:
     """Measure cold start and re-ranking on the run's holdout with its serving pair."""
-    from followrec.pipeline import Layout, read_training_set
-    from serving.candidates import Recommender, vectors_of
+    from followrec.core.layout import Layout
+    from followrec.features.feature_store import read_feature_tables
+    from followrec.serving.candidates import Recommender, vectors_of
 
     started = time.perf_counter()
     run = Path(run_dir)
@@ -99,7 +100,7 @@ def serving_report(
     vectors = vectors_of(pair.index)
     ds = read_dataset(Layout(run).raw)
     split = split_dataset(ds, cfg.split)
-    consumer = read_training_set(run).consumer
+    consumer = read_feature_tables(Layout(run).training_set).consumer
     ctx = GraphContext.from_train(split.train, ds.n_accounts, segments(ds), progress=False)
     percentile = popularity_percentile(ctx.popularity)
     users = sample_users(split.eval_users(), max_users, cfg.eval.seed)
@@ -178,7 +179,7 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evaluation.plots import save_figure
+    from followrec.evaluation.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, m in report["rerank"].items():
@@ -194,7 +195,7 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
 def _log(cfg: Config, run: Path, report: dict[str, Any], plot: Path) -> None:
     if not cfg.mlflow.enabled:
         return
-    from evaluation.tracking import Tracker, flat_metrics, tracking_uri
+    from followrec.registry.tracking import Tracker, flat_metrics, tracking_uri
 
     uri = tracking_uri(cfg.mlflow.tracking_uri, run)
     with Tracker(True, uri, cfg.mlflow.experiment, run, "serving-report") as tracker:

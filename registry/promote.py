@@ -11,19 +11,25 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from evaluation.gate import Decision, decide
-from evaluation.registry import CHAMPION, alias_version, record_decision, version_metrics
-from evaluation.registry import rollback as registry_rollback
-from evaluation.tracking import registry_client, tracking_uri
-from features.ingest import load_dataset
-from features.split import split_dataset
-from features.transforms import FeatureTables, build_features
-from followrec.atomic import atomic_write
-from followrec.config import Config
-from followrec.errors import InputError
-from indexing.build import build_index_version
-from indexing.store import load_version, publish, read_manifest, read_pointer, version_name
-from indexing.store import rollback as index_rollback
+from followrec.core.atomic import atomic_write
+from followrec.core.config import Config
+from followrec.core.errors import InputError
+from followrec.features.ingest import load_split_features
+from followrec.features.transforms import FeatureTables
+from followrec.indexing.build import build_index_version
+from followrec.indexing.refresh import refresh_version
+from followrec.indexing.store import (
+    load_version,
+    publish,
+    read_manifest,
+    read_pointer,
+    version_name,
+)
+from followrec.indexing.store import rollback as index_rollback
+from followrec.registry.aliases import CHAMPION, alias_version, record_decision, version_metrics
+from followrec.registry.aliases import rollback as registry_rollback
+from followrec.registry.gate import Decision, decide
+from followrec.registry.tracking import MODEL_NAME, registry_client, tracking_uri
 
 
 def index_root(cfg: Config, run_dir: Path) -> Path:
@@ -114,11 +120,7 @@ def build_index(
         atomic_write(run_dir / "index.json", json.dumps(out, indent=2))
         return out
     if tables is None:
-        ds = load_dataset(cfg, progress=progress)
-        split = split_dataset(ds, cfg.split)
-        tables = build_features(
-            ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-        )
+        tables = load_split_features(cfg, progress=progress)[2]
     version = str(registered["version"])
     root = index_root(cfg, run_dir)
     if gated.get("already_champion") and (root / version_name(version)).exists():
@@ -234,7 +236,7 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict[str, An
 def status(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     """Champion, its metrics and index manifest, and every version's gate decision."""
     run_dir = Path(run_dir)
-    from evaluation.registry import status as registry_status
+    from followrec.registry.aliases import status as registry_status
 
     out = registry_status(client_for(cfg, run_dir))
     pointer = read_pointer(index_root(cfg, run_dir))
@@ -255,3 +257,61 @@ def rollback(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         raise InputError(str(exc), field="champion") from None
     index_version = index_rollback(index_root(cfg, run_dir))
     return {"champion": version, "published_index": index_version}
+
+
+def _champion_with_index(client: MlflowClient) -> Any:
+    champion = alias_version(client, CHAMPION)
+    if champion is None or "index.version" not in champion.tags:
+        raise InputError(
+            "no champion with an index to refresh: run followrec_training first", field="champion"
+        )
+    return champion
+
+
+def refresh_index(cfg: Config, run_dir: str | Path, tables: FeatureTables) -> dict[str, Any]:
+    """A new index version for the champion on these feature tables (refresh.json)."""
+    run_dir = Path(run_dir)
+    champion = _champion_with_index(client_for(cfg, run_dir))
+    out = refresh_version(
+        index_root(cfg, run_dir),
+        str(champion.version),
+        champion.tags["index.version"],
+        tables,
+        cfg.index,
+    )
+    atomic_write(run_dir / "refresh.json", json.dumps(out, indent=2))
+    return out
+
+
+def validate_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """The checks an index passes before promotion, on the refreshed version."""
+    run_dir = Path(run_dir)
+    built = json.loads((run_dir / "refresh.json").read_text())
+    out = index_checks(
+        index_root(cfg, run_dir), built["index_version"], cfg.index.target_recall, built["count"]
+    )
+    atomic_write(run_dir / "refresh_validation.json", json.dumps(out, indent=2))
+    return out
+
+
+def publish_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """Publish the refreshed index if it passed and the champion has not changed since."""
+    run_dir = Path(run_dir)
+    built = json.loads((run_dir / "refresh.json").read_text())
+    checked = json.loads((run_dir / "refresh_validation.json").read_text())
+    client = client_for(cfg, run_dir)
+    champion = alias_version(client, CHAMPION)
+    if not checked["passed"]:
+        failed = [k for k, ok in checked["checks"].items() if not ok]
+        raise InputError(f"refreshed index failed its checks: {', '.join(failed)}", field="index")
+    if champion is None or str(champion.version) != built["model_version"]:
+        return {"published": False, "reason": "the champion changed during the refresh"}
+    publish(index_root(cfg, run_dir), built["index_version"])
+    client.set_model_version_tag(
+        MODEL_NAME, built["model_version"], "index.version", built["index_version"]
+    )
+    return {
+        "published": True,
+        "index_version": built["index_version"],
+        "model_version": built["model_version"],
+    }

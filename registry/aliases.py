@@ -8,8 +8,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from evaluation.gate import Decision
-from evaluation.tracking import MODEL_NAME
+from followrec.registry.gate import Decision
+from followrec.registry.tracking import MODEL_NAME
 
 CHAMPION = "champion"
 PREVIOUS = "previous_champion"

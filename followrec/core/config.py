@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from followrec.errors import InputError
+from followrec.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -325,6 +325,6 @@ def require(checks: dict[str, bool], section: Any, reason: str) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML beside an artifact."""
-    from followrec.atomic import atomic_write
+    from followrec.core.atomic import atomic_write
 
     atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

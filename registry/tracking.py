@@ -179,15 +179,15 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
-        from training.model_io import load_model_dir
+        from followrec.training import mlflow_model
+        from followrec.training.mlflow_model import TwoTowerConsumer
+        from followrec.training.model_io import load_model_dir
 
         trained = load_model_dir(model_dir)
-        from training.mlflow_model import TwoTowerConsumer
-
         scorer = TwoTowerConsumer()
         scorer.trained = trained
         signature = infer_signature(example, scorer.predict(None, example))
-        code = Path(__file__).resolve().parents[1] / "training" / "mlflow_model.py"
+        code = Path(mlflow_model.__file__).resolve()
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
