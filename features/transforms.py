@@ -64,6 +64,34 @@ def follow_matrix(follows: pd.DataFrame, n: int) -> sp.csr_matrix:
     return matrix
 
 
+def apply_user_event(
+    row: pd.DataFrame, kind: str, account: int, engagement: str | None, cfg: FeatureConfig
+) -> None:
+    """Update one user's consumer row (in place) for a new follow, unfollow or engagement,
+    as build_features would after that event: the account moves to the front of the
+    history bags (most recent first), counts and the activity bucket follow."""
+    follows = [a for a in row.at[0, "follows"] if a != account]
+    recent = [a for a in row.at[0, "recent_follows"] if a != account]
+    was_following = len(follows) != len(row.at[0, "follows"])
+    if kind == "follow":
+        follows, recent = [account, *follows], [account, *recent]
+        if not was_following:
+            row.at[0, "follow_count"] = int(row.at[0, "follow_count"]) + 1
+    elif kind == "unfollow" and was_following:
+        row.at[0, "follow_count"] = max(int(row.at[0, "follow_count"]) - 1, 0)
+    elif kind == "engagement":
+        follows, recent = list(row.at[0, "follows"]), list(row.at[0, "recent_follows"])
+        if "engagement_count" in row:
+            row.at[0, "engagement_count"] = int(row.at[0, "engagement_count"]) + 1
+        column = f"engagement_{engagement}_count"
+        if engagement and column in row:
+            row.at[0, column] = int(row.at[0, column]) + 1
+    row.at[0, "follows"] = follows[: cfg.max_history]
+    row.at[0, "recent_follows"] = recent[: cfg.recent_follows]
+    count = int(row.at[0, "follow_count"])
+    row.at[0, "follow_count_bucket"] = int(follow_count_bucket(np.array([count]))[0])
+
+
 def _history_bags(follows: pd.DataFrame, n: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Most recent first (ties by account id), at most `limit` per user."""
     user = follows["follower_id"].to_numpy()

@@ -27,7 +27,7 @@ from followrec.core.metrics import popularity_percentile
 from followrec.core.search import search_excluding
 from followrec.features import feast_definitions as definitions
 from followrec.features import feature_store
-from followrec.features.transforms import follow_count_bucket
+from followrec.features.transforms import apply_user_event, follow_count_bucket
 from followrec.serving.cache import ResultCache
 from followrec.serving.moderation import Moderation
 from followrec.serving.rerank import discount, mmr
@@ -422,7 +422,7 @@ class Recommender:
         with self._event_lock:  # read-modify-write of one row: one writer per process
             frame, _ = self.online_row(user_id, pair)
             row = self._complete_row(frame)
-            _apply(row, kind, account_id, event.get("kind"), self.cfg.features)
+            apply_user_event(row, kind, account_id, event.get("kind"), self.cfg.features)
             row[definitions.TIMESTAMP] = pd.Timestamp.now(tz="UTC")
             from feast.data_source import PushMode
 
@@ -462,29 +462,6 @@ class Recommender:
             "feature_service": pair.service.name,
             "last_refusal": self.last_refusal,
         }
-
-
-def _apply(row: pd.DataFrame, kind: str, account: int, engagement: str | None, fc: Any) -> None:
-    follows = [a for a in row.at[0, "follows"] if a != account]
-    recent = [a for a in row.at[0, "recent_follows"] if a != account]
-    was_following = len(follows) != len(row.at[0, "follows"])
-    if kind == "follow":
-        follows, recent = [account, *follows], [account, *recent]
-        if not was_following:
-            row.at[0, "follow_count"] = int(row.at[0, "follow_count"]) + 1
-    elif kind == "unfollow" and was_following:
-        row.at[0, "follow_count"] = max(int(row.at[0, "follow_count"]) - 1, 0)
-    elif kind == "engagement":
-        follows, recent = list(row.at[0, "follows"]), list(row.at[0, "recent_follows"])
-        if "engagement_count" in row:
-            row.at[0, "engagement_count"] = int(row.at[0, "engagement_count"]) + 1
-        column = f"engagement_{engagement}_count"
-        if engagement and column in row:
-            row.at[0, column] = int(row.at[0, column]) + 1
-    row.at[0, "follows"] = follows[: fc.max_history]
-    row.at[0, "recent_follows"] = recent[: fc.recent_follows]
-    count = int(row.at[0, "follow_count"])
-    row.at[0, "follow_count_bucket"] = int(follow_count_bucket(np.array([count]))[0])
 
 
 def _search_excluding(

@@ -6,7 +6,7 @@ import pytest
 from followrec.core.config import FeatureConfig
 from followrec.core.errors import InputError
 from followrec.features.spec import DEFAULT_SPEC, build_schema, load_spec, parse_spec
-from followrec.features.transforms import build_features, follow_count_bucket
+from followrec.features.transforms import apply_user_event, build_features, follow_count_bucket
 from tests.conftest import make_dataset
 
 
@@ -48,6 +48,40 @@ def test_producer_features_aggregate_followers():
     assert p.loc[3, "follower_count"] == 1
     assert p.loc[0, "follower_count"] == 0
     assert p.loc[0, "follower_language_dist"].tolist() == [0, 0, 0]
+
+
+CONSUMER_EVENT_COLUMNS = ["follows", "recent_follows", "follow_count", "follow_count_bucket"]
+PAIRS = [(0, 1), (0, 2), (0, 3), (1, 2), (4, 2)]
+TIMES = [10, 30, 20, 40, 50]
+
+
+def consumer_row(pairs, times, user):
+    ds = make_dataset(pairs, n=5, times=times)
+    cfg = FeatureConfig(recent_follows=2, max_history=3)
+    frame = build_features(ds.accounts, ds.follows, None, cfg).consumer
+    return frame[frame["user_id"] == user].reset_index(drop=True), cfg
+
+
+@pytest.mark.parametrize(
+    ("kind", "account", "pairs", "times"),
+    [
+        ("follow", 4, [*PAIRS, (0, 4)], [*TIMES, 60]),  # new, most recent; history cap 3
+        ("follow", 1, PAIRS, [60, 30, 20, 40, 50]),  # a repeat only moves it to the front
+        ("unfollow", 2, [p for p in PAIRS if p != (0, 2)], [10, 20, 40, 50]),
+    ],
+)
+def test_an_online_event_gives_the_row_the_offline_builder_would(kind, account, pairs, times):
+    """Train/serve consistency: the online update equals rebuilding with the event."""
+    row, cfg = consumer_row(PAIRS, TIMES, 0)
+    apply_user_event(row, kind, account, None, cfg)
+    rebuilt, _ = consumer_row(pairs, times, 0)
+    for column in CONSUMER_EVENT_COLUMNS:
+        online, offline = np.asarray(row.at[0, column]), np.asarray(rebuilt.at[0, column])
+        if kind == "unfollow" and column == "recent_follows":
+            # The online row keeps no follows beyond the bag, so one that falls out of
+            # recent_follows on a follow does not come back on an unfollow (a prefix).
+            offline = offline[: len(online)]
+        assert np.array_equal(online, offline), column
 
 
 def test_follow_count_bucket():
