@@ -9,7 +9,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,44 @@ def _atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+@dataclass
+class TrainState:
+    """Where a fit stands; saved in every checkpoint (as plain data) and resumed from."""
+
+    epoch: int = 0
+    step: int = 0
+    best_metric: float = -1.0
+    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class FitData:
+    """The fit follows as tensors, their negatives' distribution, and the validation users."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    follows: FollowIndex
+    neg_p: torch.Tensor
+    log_q: torch.Tensor | None
+    val: Any  # the held-back follows (a DataFrame)
+    val_users: np.ndarray
+
+
+@contextmanager
+def torch_settings(threads: int, seed: int) -> Iterator[None]:
+    """Threads and a seeded RNG for one fit; the caller's settings come back afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_two_tower(
     ds: Dataset,
     split: Split,
@@ -149,19 +188,32 @@ def train_two_tower(
     validation set for early stopping. Resumes from `checkpoint` when it matches."""
     tc = cfg.train
     check_train_config(tc)
-    torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    spec = spec or load_spec(tc.spec)
-    n = ds.n_accounts
+    with torch_settings(tc.threads, tc.seed):
+        spec = spec or load_spec(tc.spec)
+        val_mask = per_user_holdout(
+            split.train,
+            SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
+        )
+        fit, val = split.train[~val_mask], split.train[val_mask]
+        tables = build_features(
+            ds.accounts, fit, split.train_engagements, cfg.features, ds.feature_kinds
+        )
+        trained = new_model(tables, spec, tc, ds.n_accounts)
+        data = fit_data(fit, val, ds.n_accounts, tc)
+        fingerprint = config_hash(
+            {
+                "train": asdict(tc),
+                "spec": spec.to_dict(),
+                "n": ds.n_accounts,
+                "fit": len(fit),
+                "schema": trained.schema["hash"],
+            }
+        )
+        return _fit(trained, tables, data, tc, fingerprint, checkpoint, progress, on_epoch)
 
-    val_mask = per_user_holdout(
-        split.train,
-        SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
-    )
-    fit, val = split.train[~val_mask], split.train[val_mask]
-    tables = build_features(
-        ds.accounts, fit, split.train_engagements, cfg.features, ds.feature_kinds
-    )
+
+def new_model(tables: FeatureTables, spec: TowerSpec, tc: TrainConfig, n: int) -> TrainedModel:
+    """An untrained two-tower model for these feature tables, with its fitted statistics."""
     schema = build_schema(spec, tables)
     n_topics = max(
         (
@@ -173,9 +225,6 @@ def train_two_tower(
         default=1,
     )
     n_ids = {"accounts": n, "topics": n_topics}
-    dense_stats = {
-        t: fit_dense_stats(getattr(tables, t), schema[t]) for t in ("consumer", "producer")
-    }
     sparse = tc.sparse_ids == "always" or (tc.sparse_ids == "auto" and n > SPARSE_IDS_ABOVE)
     model = TwoTower(
         schema,
@@ -187,15 +236,69 @@ def train_two_tower(
         tc.interaction_head,
         sparse,
     )
-    trained = TrainedModel(
+    return TrainedModel(
         model=model,
         schema=schema,
         vocabularies=tables.vocabularies,
-        dense_stats=dense_stats,
+        dense_stats={
+            t: fit_dense_stats(getattr(tables, t), schema[t]) for t in ("consumer", "producer")
+        },
         spec=spec.to_dict(),
         train_config=asdict(tc),
         n_ids=n_ids,
     )
+
+
+def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
+    """Tensors of the fit follows, the negatives' distribution and a validation sample."""
+    users = torch.from_numpy(fit["follower_id"].to_numpy())
+    items = torch.from_numpy(fit["followee_id"].to_numpy())
+    counts = torch.bincount(items, minlength=n)
+    neg_weight = (counts.double() + 1.0) ** tc.negative_exponent
+    neg_p = (neg_weight / neg_weight.sum()).float()
+    log_q = (
+        sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
+        if tc.logq_correction
+        else None
+    )
+    val_users_all = np.unique(val["follower_id"].to_numpy())
+    rng = np.random.default_rng(tc.seed)
+    val_users = np.sort(
+        rng.choice(val_users_all, size=min(tc.validation_users, len(val_users_all)), replace=False)
+    )
+    return FitData(users, items, FollowIndex(users, items, n), neg_p, log_q, val, val_users)
+
+
+def _resume(
+    ckpt: Path | None, fingerprint: str, model: TwoTower, optimizer: Optimizer
+) -> TrainState:
+    """The checkpoint's state when it was saved for these settings, else a fresh one."""
+    if ckpt is None or not ckpt.exists():
+        return TrainState()
+    saved = torch.load(ckpt, weights_only=True)  # plain data only: never unpickle code
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s is for other settings; starting afresh", ckpt)
+        return TrainState()
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    state = TrainState(**saved["state"])
+    log.info("resumed %s at epoch %d", ckpt, state.epoch)
+    return state
+
+
+def _fit(
+    trained: TrainedModel,
+    tables: FeatureTables,
+    data: FitData,
+    tc: TrainConfig,
+    fingerprint: str,
+    checkpoint: str | Path | None,
+    progress: bool,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> TrainedModel:
+    """Epochs until tc.epochs, tc.max_steps or tc.patience epochs without a better
+    validation recall; the best epoch's weights are kept."""
+    model = trained.model
     consumer_t, producer_t = trained.tensors(tables)
     world, rank = _world()
     # Under torchrun every rank holds the whole model; DDP averages gradients over ranks.
@@ -204,132 +307,110 @@ def train_two_tower(
         from torch.nn.parallel import DistributedDataParallel
 
         step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
-
-    users = torch.from_numpy(fit["follower_id"].to_numpy())
-    items = torch.from_numpy(fit["followee_id"].to_numpy())
-    follows = FollowIndex(users, items, n)
-    counts = torch.bincount(items, minlength=n)
-    neg_weight = (counts.double() + 1.0) ** tc.negative_exponent
-    neg_p = (neg_weight / neg_weight.sum()).float()
-    log_q = (
-        sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
-        if (tc.logq_correction)
-        else None
-    )
-    val_users_all = np.unique(val["follower_id"].to_numpy())
-    rng = np.random.default_rng(tc.seed)
-    val_users = np.sort(
-        rng.choice(val_users_all, size=min(tc.validation_users, len(val_users_all)), replace=False)
-    )
     optimizer = Optimizer(model, tc)
-
-    state = {
-        "epoch": 0,
-        "best_metric": -1.0,
-        "bad_epochs": 0,
-        "step": 0,
-        "best_state": None,
-        "history": [],
-    }
-    fingerprint = config_hash(
-        {
-            "train": asdict(tc),
-            "spec": spec.to_dict(),
-            "n": n,
-            "fit": len(fit),
-            "schema": schema["hash"],
-        }
-    )
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            log.info("resumed %s at epoch %d", ckpt, state["epoch"])
-        else:
-            log.warning("checkpoint %s is for other settings; starting afresh", ckpt)
+    state = _resume(ckpt, fingerprint, model, optimizer)
 
     started = time.perf_counter()
     examples = 0
     step_seconds = 0.0
-    m = len(users)
-    # One step takes world x batch_size examples: rank r reads the r-th slice of each.
-    steps_per_epoch = m // (tc.batch_size * world) if world > 1 else -(-m // tc.batch_size)
-    while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
-        epoch = state["epoch"]
-        gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
-        perm = torch.randperm(m, generator=gen)
-        if world > 1:  # same order on every rank, different sampled negatives
-            gen.manual_seed(tc.seed * 1000 + epoch + 7919 * rank)
-        losses = []
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{tc.epochs}",
-            disable=not progress or rank > 0,
-            unit="step",
-            leave=False,
-        )
+    while state.epoch < tc.epochs and state.bad_epochs < tc.patience:
         epoch_started = time.perf_counter()
-        for step in bar:
-            if tc.max_steps is not None and state["step"] >= tc.max_steps:
-                break
-            lo = (step * world + rank) * tc.batch_size
-            idx = perm[lo : lo + tc.batch_size]
-            u, v = users[idx], items[idx]
-            loss = step_module(consumer_t, producer_t, u, v, follows, log_q, neg_p, tc, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            state["step"] += 1
-            examples += len(idx)
-            if step % 20 == 0:
-                rate = (step + 1) * tc.batch_size / (time.perf_counter() - epoch_started)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{rate:,.0f}")
-        bar.close()
+        losses, seen = _epoch(
+            step_module, optimizer, consumer_t, producer_t, data, tc, state, progress
+        )
+        examples += seen
         step_seconds += time.perf_counter() - epoch_started
-        user_emb = encode(model.consumer, consumer_t, val_users)
+        user_emb = encode(model.consumer, consumer_t, data.val_users)
         item_emb = encode(model.producer, producer_t)
-        recs = exact_top_k(user_emb, item_emb, val_users, follows, 100)
-        metric = mean_recall(recs, val_users, val, n)
+        recs = exact_top_k(user_emb, item_emb, data.val_users, data.follows, 100)
+        metric = mean_recall(recs, data.val_users, data.val, trained.n_ids["accounts"])
         record = {
-            "epoch": epoch + 1,
+            "epoch": state.epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "val_recall_at_100": metric,
             "temperature": float(1 / model.inv_temperature.detach()),
         }
-        state["history"].append(record)
-        if metric > state["best_metric"]:
-            state["best_metric"] = metric
-            state["best_state"] = copy.deepcopy(model.state_dict())
-            state["bad_epochs"] = 0
+        state.history.append(record)
+        if metric > state.best_metric:
+            state.best_metric, state.bad_epochs = metric, 0
+            state.best_state = copy.deepcopy(model.state_dict())
         else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
+            state.bad_epochs += 1
+        state.epoch += 1
         if on_epoch is not None:
-            on_epoch(epoch + 1, record)
-        log.info("epoch %d: %s", epoch + 1, record)
+            on_epoch(state.epoch, record)
+        log.info("epoch %d: %s", state.epoch, record)
         if ckpt is not None and rank == 0:
             _atomic_save(
                 {
                     "fingerprint": fingerprint,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "state": state,
+                    "state": asdict(state),
                 },
                 ckpt,
             )
-        if tc.max_steps is not None and state["step"] >= tc.max_steps:
+        if tc.max_steps is not None and state.step >= tc.max_steps:
             break
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    trained.history = state["history"]
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    trained.history = state.history
     trained.seconds = time.perf_counter() - started
     trained.examples_per_second = examples / max(step_seconds, 1e-9)
     model.eval()
     return trained
+
+
+def _epoch(
+    step_module: torch.nn.Module,
+    optimizer: Optimizer,
+    consumer_t: TowerTensors,
+    producer_t: TowerTensors,
+    data: FitData,
+    tc: TrainConfig,
+    state: TrainState,
+    progress: bool,
+) -> tuple[list[float], int]:
+    """One pass over the fit follows in a seeded order; each step's loss and the examples."""
+    world, rank = _world()
+    m = len(data.users)
+    # One step takes world x batch_size examples: rank r reads the r-th slice of each.
+    steps_per_epoch = m // (tc.batch_size * world) if world > 1 else -(-m // tc.batch_size)
+    gen = torch.Generator().manual_seed(tc.seed * 1000 + state.epoch)
+    perm = torch.randperm(m, generator=gen)
+    if world > 1:  # same order on every rank, different sampled negatives
+        gen.manual_seed(tc.seed * 1000 + state.epoch + 7919 * rank)
+    losses: list[float] = []
+    examples = 0
+    bar = tqdm(
+        range(steps_per_epoch),
+        desc=f"epoch {state.epoch + 1}/{tc.epochs}",
+        disable=not progress or rank > 0,
+        unit="step",
+        leave=False,
+    )
+    started = time.perf_counter()
+    for step in bar:
+        if tc.max_steps is not None and state.step >= tc.max_steps:
+            break
+        lo = (step * world + rank) * tc.batch_size
+        idx = perm[lo : lo + tc.batch_size]
+        u, v = data.users[idx], data.items[idx]
+        loss = step_module(
+            consumer_t, producer_t, u, v, data.follows, data.log_q, data.neg_p, tc, gen
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        state.step += 1
+        examples += len(idx)
+        if step % 20 == 0:
+            rate = (step + 1) * tc.batch_size / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{rate:,.0f}")
+    bar.close()
+    return losses, examples
 
 
 def _world() -> tuple[int, int]:
