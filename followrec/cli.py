@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -313,113 +314,154 @@ def _run_main_job(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each command: (config, parsed arguments, show progress bars) -> exit status (None = 0).
+Command = Callable[[Config, argparse.Namespace, bool], int | None]
+
+
+def _config(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    print(json.dumps(cfg.to_dict(), indent=2))
+
+
+def _evaluate(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.evaluation import evaluate
+
+    result = evaluate.run(cfg, args.out, progress=progress)
+    print(result["table"])
+    print(f"\nreport: {result['report_uri']}")
+    if "mlflow_run_id" in result:
+        print(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
+    if "model_version" in result:
+        print(f"model: {result['model_name']} version {result['model_version']}")
+
+
+def _promote(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.registry import promote
+
+    out = promote.run(cfg, args.run, progress=progress)
+    verdict = "promoted" if out["promoted"] else "not promoted"
+    print(f"model version {out['model_version']}: {verdict}")
+    for reason in out["reasons"]:
+        print(f"  - {reason}")
+    if "index" in out:
+        index = out["index"]
+        print(
+            f"index {index['kind']} {index['params']}: ANN recall@100 {index['ann_recall_at_100']}"
+        )
+    print(f"published index: {out['published_index']}")
+
+
+def _status(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.registry import promote
+
+    out = promote.status(cfg, args.run)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    champ = out["champion"]
+    print(
+        f"champion: {champ['version'] if champ else 'none'}"
+        + (f" {champ['metrics']} index {champ['index_version']}" if champ else "")
+    )
+    for v in out["versions"]:
+        print(f"  v{v['version']}: {v['decision']} {v['metrics']}")
+
+
+def _rollback(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.registry import promote
+
+    out = promote.rollback(cfg, args.run)
+    print(f"champion is version {out['champion']} again; published index {out['published_index']}")
+
+
+def _steps(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec import pipeline, step_names
+
+    names = {
+        "features": step_names.FEATURES_STEPS,
+        "training": step_names.TRAINING_STEPS,
+        "refresh": step_names.REFRESH_STEPS,
+    }.get(args.command, (getattr(args, "name", None),))
+    for name in names:
+        result = pipeline.run_step(name, cfg, args.run, progress=progress)
+        print(f"{name}: {json.dumps(result, default=str)[:400]}")
+
+
+def _recommend(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.serving.candidates import Options, Recommender
+
+    options = Options(args.k, args.popularity_discount, args.diversity)
+    found = Recommender(args.run, cfg).recommend(args.user, options)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return
+    print(
+        f"user {found.user_id}: model v{found.model_version}, index "
+        f"{found.index_version}, cold start {found.cold_start}; ms: "
+        + ", ".join(f"{k} {v * 1000:.1f}" for k, v in found.seconds.items())
+    )
+    for rank, (account, score) in enumerate(zip(found.account_ids, found.scores, strict=True), 1):
+        print(f"{rank:4d}  {account:>10d}  {score:.4f}")
+
+
+def _serving_report(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.serving.report import serving_report
+
+    out = serving_report(cfg, args.run, args.max_users, progress=progress)
+    print(json.dumps(out, indent=2))
+
+
+def _serve(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
+    from followrec.serving.server import serve
+
+    return serve(cfg, args.run, args.host, args.port)
+
+
+def _ui(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
+    from followrec.ui import serve_uis
+
+    return serve_uis(cfg, Path(args.run), args.host)
+
+
+def _ingest(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.features import ingest
+
+    if args.command == "generate":
+        cfg = load_config(
+            args.config, args.set, base={**_cli_overrides(args), "data.dataset": "synthetic"}
+        )
+    result = ingest.run(cfg, args.out, progress=progress)
+    print(json.dumps(result, indent=2, default=str))
+
+
+COMMANDS: dict[str, Command] = {
+    "config": _config,
+    "evaluate": _evaluate,
+    "promote": _promote,
+    "status": _status,
+    "rollback": _rollback,
+    "features": _steps,
+    "training": _steps,
+    "refresh": _steps,
+    "step": _steps,
+    "run": lambda cfg, args, progress: _run_main_job(args),
+    "recommend": _recommend,
+    "serving-report": _serving_report,
+    "serve": _serve,
+    "ui": _ui,
+    "ingest": _ingest,
+    "generate": _ingest,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `followrec` console script."""
+    """Entry point of the `followrec` console script: exit 0, 2 for bad input (the message
+    names the field and value), 3 when a data validation failed."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet and sys.stderr.isatty()
     try:
-        cfg = resolve(args)
-        if args.command == "config":
-            print(json.dumps(cfg.to_dict(), indent=2))
-        elif args.command == "evaluate":
-            from followrec.evaluation import evaluate
-
-            result = evaluate.run(cfg, args.out, progress=progress)
-            print(result["table"])
-            print(f"\nreport: {result['report_uri']}")
-            if "mlflow_run_id" in result:
-                print(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
-            if "model_version" in result:
-                print(f"model: {result['model_name']} version {result['model_version']}")
-        elif args.command in ("promote", "status", "rollback"):
-            from followrec.registry import promote
-
-            if args.command == "promote":
-                out = promote.run(cfg, args.run, progress=progress)
-                verdict = "promoted" if out["promoted"] else "not promoted"
-                print(f"model version {out['model_version']}: {verdict}")
-                for reason in out["reasons"]:
-                    print(f"  - {reason}")
-                if "index" in out:
-                    print(
-                        f"index {out['index']['kind']} {out['index']['params']}: ANN recall@100 "
-                        f"{out['index']['ann_recall_at_100']}"
-                    )
-                print(f"published index: {out['published_index']}")
-            elif args.command == "status":
-                out = promote.status(cfg, args.run)
-                if args.json:
-                    print(json.dumps(out, indent=2, default=str))
-                else:
-                    champ = out["champion"]
-                    print(
-                        f"champion: {champ['version'] if champ else 'none'}"
-                        + (f" {champ['metrics']} index {champ['index_version']}" if champ else "")
-                    )
-                    for v in out["versions"]:
-                        print(f"  v{v['version']}: {v['decision']} {v['metrics']}")
-            else:
-                out = promote.rollback(cfg, args.run)
-                print(
-                    f"champion is version {out['champion']} again; published index "
-                    f"{out['published_index']}"
-                )
-        elif args.command in ("features", "training", "refresh", "step"):
-            from followrec import pipeline, step_names
-
-            names = {
-                "features": step_names.FEATURES_STEPS,
-                "training": step_names.TRAINING_STEPS,
-                "refresh": step_names.REFRESH_STEPS,
-            }.get(args.command, (getattr(args, "name", None),))
-            for name in names:
-                result = pipeline.run_step(name, cfg, args.run, progress=progress)
-                print(f"{name}: {json.dumps(result, default=str)[:400]}")
-        elif args.command == "run":
-            return _run_main_job(args)
-        elif args.command == "recommend":
-            from followrec.serving.candidates import Options, Recommender
-
-            options = Options(args.k, args.popularity_discount, args.diversity)
-            found = Recommender(args.run, cfg).recommend(args.user, options)
-            if args.json:
-                print(json.dumps(found.to_dict(), indent=2))
-            else:
-                print(
-                    f"user {found.user_id}: model v{found.model_version}, index "
-                    f"{found.index_version}, cold start {found.cold_start}; ms: "
-                    + ", ".join(f"{k} {v * 1000:.1f}" for k, v in found.seconds.items())
-                )
-                for rank, (account, score) in enumerate(
-                    zip(found.account_ids, found.scores, strict=True), 1
-                ):
-                    print(f"{rank:4d}  {account:>10d}  {score:.4f}")
-        elif args.command == "serving-report":
-            from followrec.serving.report import serving_report
-
-            out = serving_report(cfg, args.run, args.max_users, progress=progress)
-            print(json.dumps(out, indent=2))
-        elif args.command == "serve":
-            from followrec.serving.server import serve
-
-            return serve(cfg, args.run, args.host, args.port)
-        elif args.command == "ui":
-            from followrec.ui import serve_uis
-
-            return serve_uis(cfg, Path(args.run), args.host)
-        elif args.command in ("ingest", "generate"):
-            from followrec.features import ingest
-
-            if args.command == "generate":
-                cfg = load_config(
-                    args.config,
-                    args.set,
-                    base={**_cli_overrides(args), "data.dataset": "synthetic"},
-                )
-            result = ingest.run(cfg, args.out, progress=progress)
-            print(json.dumps(result, indent=2, default=str))
+        return COMMANDS[args.command](resolve(args), args, progress) or 0
     except InputError as exc:
         print(f"followrec: error: {exc}", file=sys.stderr)
         return 2
@@ -430,7 +472,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"followrec: {exc}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":

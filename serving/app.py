@@ -6,6 +6,7 @@ failure is a 500 with a request id (the traceback goes to the log, not the clien
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +84,253 @@ class Event(BaseModel):
     kind: str | None = Field(None, max_length=64, description="engagement kind (e.g. like)")
 
 
+class Service:
+    """What the app holds between requests: the Recommender (built at start-up), the
+    metrics, the API key and the champion poller."""
+
+    def __init__(self, factory: Any, api_key: str | None, poll_seconds: float) -> None:
+        self.factory = factory
+        self.api_key = api_key
+        self.poll_seconds = poll_seconds
+        self.metrics = Metrics()
+        self.recommender: Recommender | None = None
+        self.error: str | None = None
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        """Load the champion (or remember why not) and start the poller."""
+        try:
+            rec = self.factory()
+        except Exception as exc:  # serve /healthz and a 503 that says why
+            log.exception("could not load the champion")
+            self.error = str(exc)
+        else:
+            self.recommender = rec
+            self.metrics.served = rec.pair.versions
+            log.info("serving", extra={"fields": {"versions": list(rec.pair.versions)}})
+        if self.poll_seconds > 0:
+            threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self.stop.wait(self.poll_seconds):
+            if self.recommender is not None:
+                self.check_champion(self.recommender)
+
+    def check_champion(self, rec: Recommender) -> dict[str, Any]:
+        """Swap in the champion if it moved; count what happened."""
+        outcome = rec.refresh()
+        if outcome.get("swapped"):
+            self.metrics.count("followrec_swaps_total", outcome="swapped")
+        elif outcome.get("refused"):
+            self.metrics.count("followrec_swaps_total", outcome="refused")
+        self.metrics.served = rec.pair.versions
+        return outcome
+
+    def ready_recommender(self) -> Recommender:
+        """The loaded Recommender, or a 503 that says why there is none."""
+        if self.recommender is None:
+            raise ServiceUnavailable(self.error or "the champion is still loading")
+        return self.recommender
+
+
+def service(request: Request) -> Service:
+    """The app's Service (a FastAPI dependency)."""
+    return request.app.state.service
+
+
+def recommender(svc: Annotated[Service, Depends(service)]) -> Recommender:
+    """The loaded Recommender (a FastAPI dependency; 503 before one is loaded)."""
+    return svc.ready_recommender()
+
+
+def authorised(
+    svc: Annotated[Service, Depends(service)],
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """The request carries the API key, when one is set (X-API-Key or a Bearer token)."""
+    if svc.api_key is None:
+        return
+    bearer = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
+    expected = svc.api_key.encode()
+    # compare_digest: the time taken does not tell how much of a guessed key was right
+    if not any(
+        given is not None and hmac.compare_digest(given.encode(), expected)
+        for given in (x_api_key, bearer)
+    ):
+        raise Unauthorised()
+
+
+Rec = Annotated[Recommender, Depends(recommender)]
+Svc = Annotated[Service, Depends(service)]
+
+operations = APIRouter(tags=["operations"])
+candidates = APIRouter(tags=["candidates"], dependencies=[Depends(authorised)])
+events = APIRouter(tags=["events"], dependencies=[Depends(authorised)])
+admin = APIRouter(tags=["operations"], dependencies=[Depends(authorised)])
+
+
+@operations.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@operations.get("/readyz")
+def readyz(svc: Svc) -> JSONResponse:
+    """A champion is loaded and the online store answers."""
+    rec = svc.recommender
+    if rec is None:
+        return _error(503, f"not ready: {svc.error or 'loading'}")
+    try:
+        return JSONResponse({"status": "ready", **rec.ready()})
+    except Exception as exc:
+        return _error(503, f"not ready: online store: {exc}")
+
+
+@operations.get("/metrics", response_class=PlainTextResponse)
+def metrics_text(svc: Svc) -> PlainTextResponse:
+    """Prometheus metrics."""
+    return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@candidates.get("/v1/users/{user_id}/candidates")
+def user_candidates(
+    request: Request,
+    svc: Svc,
+    rec: Rec,
+    user_id: Annotated[int, Path(ge=0, le=MAX_ID)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 100,
+    popularity_discount: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
+    diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
+) -> dict[str, Any]:
+    """Candidates for a user: online features, consumer tower, index search, filters
+    (self, followed, blocked, removed), then the optional re-rank."""
+    options = Options(k=k, popularity_discount=popularity_discount, diversity=diversity)
+    result = rec.recommend(user_id, options)
+    _record(request, svc.metrics, result)
+    return result.to_dict()
+
+
+@candidates.post("/v1/candidates")
+def profile_candidates(request: Request, svc: Svc, rec: Rec, profile: Profile) -> dict[str, Any]:
+    """Candidates for an onboarding profile (cold start)."""
+    options = Options(
+        k=profile.k,
+        popularity_discount=profile.popularity_discount,
+        diversity=profile.diversity,
+    )
+    result = rec.recommend_profile(profile.model_dump(), options)
+    _record(request, svc.metrics, result)
+    return result.to_dict()
+
+
+@events.post("/v1/events")
+def post_event(svc: Svc, rec: Rec, event: Event) -> dict[str, Any]:
+    """Follow, unfollow, engagement (written to the online store through the Feast push
+    source) or block/unblock; the user's next request reflects it."""
+    out = rec.apply_event(event.model_dump())
+    svc.metrics.count("followrec_events_total", type=event.type)
+    return out
+
+
+@events.put("/v1/removed-accounts/{account_id}")
+def remove_account(rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
+    """Never recommend this account (suspended, deleted)."""
+    rec.moderation.set_removed(account_id, True)
+    return {"account_id": account_id, "removed": True}
+
+
+@events.delete("/v1/removed-accounts/{account_id}")
+def restore_account(rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
+    """Recommend this account again."""
+    rec.moderation.set_removed(account_id, False)
+    return {"account_id": account_id, "removed": False}
+
+
+@admin.post("/v1/admin/refresh")
+def refresh(svc: Svc, rec: Rec) -> dict[str, Any]:
+    """Check the registry now instead of at the next poll."""
+    return svc.check_champion(rec)
+
+
+async def access_log(request: Request, call_next: Any) -> Any:
+    """Request id, latency metrics and one JSON log line per request."""
+    metrics = request.app.state.service.metrics
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+    request.state.request_id = request_id
+    started = time.perf_counter()
+    response = await call_next(request)
+    seconds = time.perf_counter() - started
+    route = request.scope.get("route")
+    path = route.path if route is not None else "unmatched"
+    metrics.observe_request(path, seconds)
+    metrics.count("followrec_requests_total", route=path, status=str(response.status_code))
+    response.headers["x-request-id"] = request_id
+    log.info(
+        "request",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "ms": round(seconds * 1000, 3),
+                **getattr(request.state, "log_fields", {}),
+            }
+        },
+    )
+    return response
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming the first field at fault (and every error)."""
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")),
+            "value": e.get("input"),
+            "reason": e["msg"],
+        }
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": None, "reason": "invalid request"}
+    return _error(422, f"field '{first['field']}': {first['reason']}", errors=errors)
+
+
+async def bad_input(request: Request, exc: InputError) -> JSONResponse:
+    """400: a value the model cannot use."""
+    return _error(400, str(exc), field=exc.field, value=exc.value)
+
+
+async def unauthorised(request: Request, exc: Unauthorised) -> JSONResponse:
+    """401: no or a wrong API key."""
+    return _error(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+
+
+async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+    """503: no champion loaded."""
+    return _error(503, f"not ready: {exc}")
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """500 with a request id; the traceback goes to the log, not the client."""
+    request_id = getattr(request.state, "request_id", None)
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"fields": {"request_id": request_id, "path": request.url.path}},
+    )
+    return _error(500, "internal error; see the service log", request_id=request_id)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the champion at start-up; stop the poller at shutdown."""
+    app.state.service.start()
+    yield
+    app.state.service.stop.set()
+
+
 def create_app(
     recommender_factory: Any,
     api_key: str | None = None,
@@ -90,207 +338,24 @@ def create_app(
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
     polled every `poll_seconds` (0 = never) and swapped in when it moves."""
-    metrics = Metrics()
-    state: dict[str, Any] = {"recommender": None, "error": None}
-    stop = threading.Event()
-
-    def check_champion(rec: Recommender) -> dict[str, Any]:
-        """Swap in the champion if it moved; count what happened."""
-        outcome = rec.refresh()
-        if outcome.get("swapped"):
-            metrics.count("followrec_swaps_total", outcome="swapped")
-        elif outcome.get("refused"):
-            metrics.count("followrec_swaps_total", outcome="refused")
-        metrics.served = rec.pair.versions
-        return outcome
-
-    def poll() -> None:
-        while not stop.wait(poll_seconds):
-            if state["recommender"] is not None:
-                check_champion(state["recommender"])
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            rec = recommender_factory()
-        except Exception as exc:  # serve /healthz and a 503 that says why
-            log.exception("could not load the champion")
-            state["error"] = str(exc)
-        else:
-            state["recommender"] = rec
-            metrics.served = rec.pair.versions
-            log.info("serving", extra={"fields": {"versions": list(rec.pair.versions)}})
-        poller = threading.Thread(target=poll, name="champion-poller", daemon=True)
-        if poll_seconds > 0:
-            poller.start()
-        yield
-        stop.set()
-
     app = FastAPI(
         title="followrec candidates",
         version="1",
         description="Who-to-follow candidates from the two-tower champion.",
         lifespan=lifespan,
     )
-
-    def recommender() -> Recommender:
-        rec = state["recommender"]
-        if rec is None:
-            raise ServiceUnavailable(state["error"] or "the champion is still loading")
-        return rec
-
-    def authorised(
-        x_api_key: Annotated[str | None, Header()] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> None:
-        if api_key is None:
-            return
-        bearer = (
-            authorization[7:] if authorization and authorization.startswith("Bearer ") else None
-        )
-        if api_key not in (x_api_key, bearer):
-            raise Unauthorised()
-
-    guarded = [Depends(authorised)]
-
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Any) -> Any:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        response = await call_next(request)
-        seconds = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        metrics.observe_request(path, seconds)
-        metrics.count("followrec_requests_total", route=path, status=str(response.status_code))
-        response.headers["x-request-id"] = request_id
-        log.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "ms": round(seconds * 1000, 3),
-                    **getattr(request.state, "log_fields", {}),
-                }
-            },
-        )
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")),
-                "value": e.get("input"),
-                "reason": e["msg"],
-            }
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"field": None, "reason": "invalid request"}
-        return _error(422, f"field '{first['field']}': {first['reason']}", errors=errors)
-
-    @app.exception_handler(InputError)
-    async def bad_input(request: Request, exc: InputError) -> JSONResponse:
-        return _error(400, str(exc), field=exc.field, value=exc.value)
-
-    @app.exception_handler(Unauthorised)
-    async def unauthorised(request: Request, exc: Unauthorised) -> JSONResponse:
-        return _error(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
-
-    @app.exception_handler(ServiceUnavailable)
-    async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
-        return _error(503, f"not ready: {exc}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None)
-        log.error(
-            "unhandled error",
-            exc_info=exc,
-            extra={"fields": {"request_id": request_id, "path": request.url.path}},
-        )
-        return _error(500, "internal error; see the service log", request_id=request_id)
-
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["operations"])
-    def readyz() -> JSONResponse:
-        """A champion is loaded and the online store answers."""
-        rec = state["recommender"]
-        if rec is None:
-            return _error(503, f"not ready: {state['error'] or 'loading'}")
-        try:
-            return JSONResponse({"status": "ready", **rec.ready()})
-        except Exception as exc:
-            return _error(503, f"not ready: online store: {exc}")
-
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    def metrics_text() -> PlainTextResponse:
-        """Prometheus metrics."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/users/{user_id}/candidates", dependencies=guarded, tags=["candidates"])
-    def user_candidates(
-        request: Request,
-        user_id: Annotated[int, Path(ge=0, le=MAX_ID)],
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 100,
-        popularity_discount: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
-        diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
-    ) -> dict[str, Any]:
-        """Candidates for a user: online features, consumer tower, index search, filters
-        (self, followed, blocked, removed), then the optional re-rank."""
-        rec = recommender()
-        options = Options(k=k, popularity_discount=popularity_discount, diversity=diversity)
-        result = rec.recommend(user_id, options)
-        _record(request, metrics, result)
-        return result.to_dict()
-
-    @app.post("/v1/candidates", dependencies=guarded, tags=["candidates"])
-    def profile_candidates(request: Request, profile: Profile) -> dict[str, Any]:
-        """Candidates for an onboarding profile (cold start)."""
-        rec = recommender()
-        options = Options(
-            k=profile.k,
-            popularity_discount=profile.popularity_discount,
-            diversity=profile.diversity,
-        )
-        result = rec.recommend_profile(profile.model_dump(), options)
-        _record(request, metrics, result)
-        return result.to_dict()
-
-    @app.post("/v1/events", dependencies=guarded, tags=["events"])
-    def events(event: Event) -> dict[str, Any]:
-        """Follow, unfollow, engagement (written to the online store through the Feast push
-        source) or block/unblock; the user's next request reflects it."""
-        rec = recommender()
-        out = rec.apply_event(event.model_dump())
-        metrics.count("followrec_events_total", type=event.type)
-        return out
-
-    @app.put("/v1/removed-accounts/{account_id}", dependencies=guarded, tags=["events"])
-    def remove_account(account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
-        """Never recommend this account (suspended, deleted)."""
-        recommender().moderation.set_removed(account_id, True)
-        return {"account_id": account_id, "removed": True}
-
-    @app.delete("/v1/removed-accounts/{account_id}", dependencies=guarded, tags=["events"])
-    def restore_account(account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
-        """Recommend this account again."""
-        recommender().moderation.set_removed(account_id, False)
-        return {"account_id": account_id, "removed": False}
-
-    @app.post("/v1/admin/refresh", dependencies=guarded, tags=["operations"])
-    def refresh() -> dict[str, Any]:
-        """Check the registry now instead of at the next poll."""
-        return check_champion(recommender())
-
+    app.state.service = Service(recommender_factory, api_key, poll_seconds)
+    app.middleware("http")(access_log)
+    for error, handler in (
+        (RequestValidationError, invalid_request),
+        (InputError, bad_input),
+        (Unauthorised, unauthorised),
+        (ServiceUnavailable, unavailable),
+        (Exception, unexpected),
+    ):
+        app.add_exception_handler(error, handler)
+    for router in (operations, candidates, events, admin):
+        app.include_router(router)
     return app
 
 

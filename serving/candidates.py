@@ -518,8 +518,3 @@ def _fill(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
             else:
                 out[name] = out[name].astype(np.float64)
     return out
-
-
-def describe(result: Candidates) -> str:
-    """JSON text of a result (the CLI's --json)."""
-    return json.dumps(result.to_dict(), indent=2)
