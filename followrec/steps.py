@@ -9,10 +9,7 @@ from typing import Any
 
 from followrec import pipeline
 from followrec.core.config import Config, load_config
-from followrec.step_names import ALL_STEPS, FEATURES_STEPS
-
-# DAG task id -> the CLI command that runs the same step function.
-TASK_COMMANDS = {name: "step" for name in ALL_STEPS}
+from followrec.step_names import FEATURES_STEPS
 
 # Params -> config settings (only those a DAG defines are applied).
 SETTINGS = {

@@ -15,8 +15,10 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag({dags!r}).dags[{dag_id!r}]
 run = dag.test(run_conf={conf!r})
-states = {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
-print(json.dumps({{"state": str(run.state), "tasks": states}}))
+tis = sorted(run.get_task_instances(), key=lambda ti: ti.start_date)
+tasks = [[ti.task_id, str(ti.state), ti.start_date.isoformat(), ti.end_date.isoformat()]
+         for ti in tis]
+print(json.dumps({{"state": str(run.state), "tasks": tasks}}))
 """
 
 
@@ -26,9 +28,12 @@ def run_dag(env, dag_id, conf):
 
 
 def succeeded(result, tasks):
+    """The run succeeded, every task ran, in this order, each after the previous ended."""
     assert result["state"].endswith("success"), result
-    assert list(result["tasks"]) == tasks or set(result["tasks"]) == set(tasks)
-    return all(s.endswith("success") for s in result["tasks"].values())
+    assert [t[0] for t in result["tasks"]] == tasks, result["tasks"]
+    for (_, _, _, ended), (name, _, started, _) in zip(result["tasks"], result["tasks"][1:]):
+        assert started >= ended, f"{name} started before its upstream task ended"
+    return all(state.endswith("success") for _, state, _, _ in result["tasks"])
 
 
 def test_features_training_refresh_dags_and_idempotent_rerun(airflow_env, tmp_path):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
         == 0
     )
     return run
+
+
+@pytest.fixture()
+def own_run(pipeline_run, tmp_path) -> Path:
+    """A copy of the pipeline run for a test that moves its champion or publishes an index,
+    so no other test sees what it changed (the registry and the indexes are the copy's)."""
+    return Path(shutil.copytree(pipeline_run, tmp_path / "run"))
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ from tests.serving.conftest import running_service
 pytestmark = pytest.mark.slow
 
 
-def test_swap_under_concurrent_load_fails_no_request(pipeline_run):
-    with running_service(pipeline_run) as url:
+def test_swap_under_concurrent_load_fails_no_request(own_run):
+    with running_service(own_run) as url:
         seen: list[tuple[str, str]] = []
         failures: list[str] = []
         stop = threading.Event()
@@ -46,7 +46,7 @@ def test_swap_under_concurrent_load_fails_no_request(pipeline_run):
         for t in threads:
             t.start()
         time.sleep(2)
-        assert main(["rollback", "--run", str(pipeline_run)]) == 0
+        assert main(["rollback", "--run", str(own_run)]) == 0
         deadline = time.monotonic() + 60
         while not seen or seen[-1] != ("1", "model-v1"):
             assert time.monotonic() < deadline, seen[-5:]
@@ -65,9 +65,9 @@ def test_swap_under_concurrent_load_fails_no_request(pipeline_run):
         assert 'followrec_swaps_total{outcome="swapped"} 1' in metrics
 
 
-def test_a_mismatched_pair_is_refused_and_the_old_one_keeps_serving(pipeline_run, tmp_path):
-    root = pipeline_run / "indexes"
-    with running_service(pipeline_run) as url:
+def test_a_mismatched_pair_is_refused_and_the_old_one_keeps_serving(own_run):
+    root = own_run / "indexes"
+    with running_service(own_run) as url:
         serving = httpx.get(f"{url}/readyz").json()
         current = serving["index_version"]
         model = serving["model_version"]
