@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,18 +290,14 @@ def _run_main_job(args: argparse.Namespace) -> int:
     training = {"run_dir": str(run), "extra_settings": list(args.set)}
     if args.epochs:
         training["epochs"] = args.epochs
-    results = run_dags(run, {"followrec_features": features, "followrec_training": training})
-    failed = False
-    for dag_id, info in results.items():
-        print(f"{dag_id}: {info['state']} in {info['seconds']} s")
-        for task_id, state in info["tasks"].items():
-            print(f"  {task_id:18s} {state}")
-        failed |= not info["state"].endswith("success")
-    if failed or len(results) < 2:
-        print(
-            "followrec: a DAG run failed; see the task logs in RUN/airflow-home/logs",
-            file=sys.stderr,
-        )
+    log = run / "logs" / "run.log" if args.quiet else None
+    if log is not None:
+        print(f"library and task output: {log}")
+    dags = {"followrec_features": features, "followrec_training": training}
+    results = run_dags(run, dags, log=log)
+    if len(results) < 2 or not all(r["state"].endswith("success") for r in results.values()):
+        where = log or run / "airflow-home" / "logs"
+        print(f"followrec: a DAG run failed; see {where}", file=sys.stderr)
         return 1
     report = json.loads((run / "report.json").read_text())
     print("\nRecall@100 / MAP@100 on the holdout:")
@@ -312,6 +310,14 @@ def _run_main_job(args: argparse.Namespace) -> int:
         f"next: followrec recommend --run {args.run} --user 0   |   followrec ui --run {args.run}"
     )
     return 0
+
+
+def quiet_dependencies() -> None:
+    """Dependencies' deprecation notices are for their own developers, not for a user."""
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # subprocesses
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # database set-up chatter
 
 
 # Each command: (config, parsed arguments, show progress bars) -> exit status (None = 0).
@@ -459,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()
     progress = not args.quiet and sys.stderr.isatty()
     try:
         return COMMANDS[args.command](resolve(args), args, progress) or 0
