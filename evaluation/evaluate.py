@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -336,10 +337,18 @@ def evaluate(
 
 
 def run(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """`followrec evaluate`: train the two-tower variants, then score every source."""
-    prepared = prepare(cfg, progress)  # loaded and split once for both steps
-    train(cfg, out_dir, prepared=prepared, progress=progress)
-    return evaluate(cfg, out_dir, prepared=prepared, progress=progress)
+    """`followrec evaluate`: train the two-tower variants, then score every source. Bad
+    input leaves no trace: an output folder this call made is removed again."""
+    out_dir = Path(out_dir)
+    fresh = not out_dir.exists() or not any(out_dir.iterdir())
+    try:
+        prepared = prepare(cfg, progress)  # loaded and split once for both steps
+        train(cfg, out_dir, prepared=prepared, progress=progress)
+        return evaluate(cfg, out_dir, prepared=prepared, progress=progress)
+    except InputError:
+        if fresh:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def _fingerprint(cfg: Config, ds: Dataset) -> str:

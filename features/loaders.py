@@ -30,6 +30,7 @@ HEADER_NAMES = {
 }  # fmt: skip
 ID_COLUMN_NAMES = ("id", "account_id", "node_id", "node", "user_id", "new_id")
 COMMENT_PREFIXES = ("#", "%")
+MAX_UNIX_SECONDS = 9.2e9  # pandas' nanosecond timestamps end in 2262
 
 
 def fail_at_first(
@@ -147,9 +148,16 @@ def load_twitch(root: str | Path, languages: tuple[str, ...] | None = None) -> D
     return ds
 
 
-def _read_csv_checked(path: Path, columns: list[str]) -> pd.DataFrame:
+def require_file(path: Path) -> None:
+    """The path is an existing regular file (not a folder), or an error naming it."""
     if not path.exists():
         raise InputError("file not found", path=str(path))
+    if not path.is_file():
+        raise InputError("is a folder, not a file", path=str(path))
+
+
+def _read_csv_checked(path: Path, columns: list[str]) -> pd.DataFrame:
+    require_file(path)
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -168,14 +176,16 @@ def _read_csv_checked(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise InputError("file not found", path=str(path))
+    require_file(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (EOFError, OSError, zlib.error) as exc:
             raise InputError(f"truncated or corrupt gzip stream ({exc})", path=str(path)) from None
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise InputError("a binary file, not text (NUL byte)", path=str(path), line=line)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -222,7 +232,9 @@ def read_edgelist(
     tokens0 = [t.strip() for t in split(first[0].strip())]
     if header not in ("auto", "yes", "no"):
         raise InputError("expected auto, yes or no", field="data.header", value=header)
-    has_header = header == "yes" or (header == "auto" and _looks_like_header(tokens0, first, split))
+    has_header = header == "yes" or (
+        header == "auto" and _looks_like_header(tokens0, first, split, path, _data_lines(text)[0])
+    )
     if len(tokens0) < 2:
         raise InputError(
             "expected at least two columns (follower, followee)",
@@ -256,7 +268,19 @@ def read_edgelist(
             f"wrong number of columns: expected {expected}, saw {saw}", path=str(path), line=line
         ) from None
     if has_header:
+        names_row = frame.iloc[0]
         frame = frame.iloc[1:].reset_index(drop=True)
+        repeated = (frame["source"] == names_row["source"]) & (
+            frame["target"] == names_row["target"]
+        )
+        fail_at_first(
+            repeated.to_numpy(),
+            "the header line repeats here (files joined together?)",
+            path=path,
+            field="header",
+            values=frame["source"] + sep.replace("\\s+", " ") + frame["target"],
+            line_of=lambda row: _data_lines(text)[row + 1],
+        )
     if frame.empty:
         raise InputError("no edges: the file has a header but no rows", path=str(path))
     row_offset = 1 if has_header else 0
@@ -279,6 +303,14 @@ def read_edgelist(
         fail_at_first(
             np.isnan(ts) & raw_ts.notna().to_numpy(),
             "not a number (expected Unix seconds)",
+            path=path,
+            field="timestamp",
+            values=raw_ts,
+            line_of=line_of,
+        )
+        fail_at_first(
+            np.abs(np.nan_to_num(ts)) > MAX_UNIX_SECONDS,
+            "out of range (expected Unix seconds between the years 1678 and 2261)",
             path=path,
             field="timestamp",
             values=raw_ts,
@@ -317,14 +349,28 @@ def _comment_rows(text: str) -> list[int] | None:
     return rows or None
 
 
-def _looks_like_header(tokens0: list[str], first: list[str], split) -> bool:
+def _looks_like_header(
+    tokens0: list[str], first: list[str], split: Callable, path: Path, line: int
+) -> bool:
+    """Known column names, or a non-numeric row above numeric ones, are a header; a
+    numeric first row is data. Anything else is a guess, and `auto` does not guess."""
     if all(t.lower() in HEADER_NAMES for t in tokens0):
         return True
-    if len(first) < 2:
-        return not all(_is_number(t) for t in tokens0[:2])
-    tokens1 = [t.strip() for t in split(first[1].strip())]
-    # A non-numeric first row above a numeric second row is a header.
-    return any(not _is_number(t) for t in tokens0) and all(_is_number(t) for t in tokens1)
+    if all(_is_number(t) for t in tokens0[:2]):
+        return False
+    if len(first) >= 2:
+        tokens1 = [t.strip() for t in split(first[1].strip())]
+        if all(_is_number(t) for t in tokens1[:2]):
+            return True
+    raise InputError(
+        "cannot tell whether the first line is a header: its values are not numbers nor "
+        "known column names (e.g. from,to or follower,followee[,timestamp]); "
+        "pass --header yes or --header no",
+        path=str(path),
+        line=line,
+        field="header",
+        value=",".join(tokens0),
+    )
 
 
 def _finish_follows(

@@ -14,6 +14,7 @@ from typing import Any
 
 from followrec.core.config import Config, load_config
 from followrec.core.errors import InputError
+from followrec.core.limits import MAX_ACCOUNT_ID, MAX_K
 
 DESCRIPTION = """\
 followrec: model-based 'who to follow' candidate generation.
@@ -54,6 +55,30 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         help="does the edge list start with a header line (default: auto)",
     )
     group.add_argument("--path", help="contract tables folder (with --dataset parquet)")
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """An argparse type: a number of `kind` within [low, high], else a usage error (exit 2)
+    that names the value and the range, before anything loads."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind.__name__}") from None
+        if kind is float and value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+count = bounded(int, 1)
+share = bounded(float, 0.0, 1.0)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -109,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a synthetic social network (contract tables)",
         description="Synthetic graph with ground truth, reproducible by seed.",
     )
-    gen.add_argument("--accounts", type=int, help="number of accounts (synthetic.n_accounts)")
-    gen.add_argument("--seed", type=int, help="random seed (synthetic.seed)")
+    gen.add_argument(
+        "--accounts", type=bounded(int, 2), help="number of accounts (synthetic.n_accounts)"
+    )
+    gen.add_argument("--seed", type=bounded(int, 0), help="random seed (synthetic.seed)")
     gen.add_argument("--out", required=True, help="output folder")
     _add_config_args(gen)
 
@@ -169,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(main_job)
     main_job.add_argument("--run", default="runs/pipeline", help=run_help)
-    main_job.add_argument("--epochs", type=int, help="training epochs (default: the config)")
+    main_job.add_argument("--epochs", type=count, help="training epochs (default: the config)")
     main_job.add_argument("--languages", help="Twitch languages, comma-separated")
     _add_config_args(main_job)
 
@@ -188,14 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend",
         help="candidates for a user from the champion, its index and Feast online features",
     )
-    rec.add_argument("--user", type=int, required=True, help="account id of the user")
-    rec.add_argument("--k", type=int, default=20, help="how many candidates (1-1000)")
+    rec.add_argument(
+        "--user", type=bounded(int, 0, MAX_ACCOUNT_ID), required=True, help="account id of the user"
+    )
+    rec.add_argument(
+        "--k", type=bounded(int, 1, MAX_K), default=20, help=f"how many candidates (1-{MAX_K})"
+    )
     rec.add_argument("--run", default="runs/pipeline", help=run_help)
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.add_argument(
-        "--popularity-discount", type=float, default=0.0, help="0-1: lower popular accounts"
+        "--popularity-discount", type=share, default=0.0, help="0-1: lower popular accounts"
     )
-    rec.add_argument("--diversity", type=float, default=0.0, help="0-1: MMR diversity re-rank")
+    rec.add_argument("--diversity", type=share, default=0.0, help="0-1: MMR diversity re-rank")
     _add_config_args(rec)
 
     srv = sub.add_parser(
@@ -210,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--run", default="runs/pipeline", help=run_help)
     srv.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="port (default serving.port, 8000)")
+    srv.add_argument(
+        "--port", type=bounded(int, 1, 65535), help="port (default serving.port, 8000)"
+    )
     _add_config_args(srv)
 
     rep = sub.add_parser(
@@ -223,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and logs it (with a plot) to MLflow.",
     )
     rep.add_argument("--run", default="runs/pipeline", help=run_help)
-    rep.add_argument("--max-users", type=int, default=5000, help="holdout users sampled")
+    rep.add_argument("--max-users", type=count, default=5000, help="holdout users sampled")
     _add_config_args(rep)
 
     ui = sub.add_parser(
@@ -320,6 +353,28 @@ def quiet_dependencies() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # database set-up chatter
 
 
+def existing_run(run: str | Path) -> Path:
+    """A run folder that a pipeline or `evaluate` made; commands that read one never
+    create it (nor a registry database inside it)."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise InputError(
+            "not a run folder (no config.yaml): make one with `followrec run --run DIR`, "
+            "`followrec features --run DIR` or `followrec evaluate --out DIR`",
+            field="--run",
+            value=str(run),
+        )
+    return run
+
+
+def writable_out(out: str | Path) -> Path:
+    """An output folder that exists as a folder or can be made (not an existing file)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", field="--out", value=str(out))
+    return out
+
+
 # Each command: (config, parsed arguments, show progress bars) -> exit status (None = 0).
 Command = Callable[[Config, argparse.Namespace, bool], int | None]
 
@@ -331,7 +386,7 @@ def _config(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _evaluate(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.evaluation import evaluate
 
-    result = evaluate.run(cfg, args.out, progress=progress)
+    result = evaluate.run(cfg, writable_out(args.out), progress=progress)
     print(result["table"])
     print(f"\nreport: {result['report_uri']}")
     if "mlflow_run_id" in result:
@@ -343,7 +398,7 @@ def _evaluate(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _promote(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.registry import promote
 
-    out = promote.run(cfg, args.run, progress=progress)
+    out = promote.run(cfg, existing_run(args.run), progress=progress)
     verdict = "promoted" if out["promoted"] else "not promoted"
     print(f"model version {out['model_version']}: {verdict}")
     for reason in out["reasons"]:
@@ -359,7 +414,7 @@ def _promote(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _status(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.registry import promote
 
-    out = promote.status(cfg, args.run)
+    out = promote.status(cfg, existing_run(args.run))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -375,7 +430,7 @@ def _status(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _rollback(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.registry import promote
 
-    out = promote.rollback(cfg, args.run)
+    out = promote.rollback(cfg, existing_run(args.run))
     print(f"champion is version {out['champion']} again; published index {out['published_index']}")
 
 
@@ -387,6 +442,8 @@ def _steps(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
         "training": step_names.TRAINING_STEPS,
         "refresh": step_names.REFRESH_STEPS,
     }.get(args.command, (getattr(args, "name", None),))
+    if any(name not in step_names.FEATURES_STEPS for name in names):
+        existing_run(args.run)  # the features steps make the run folder; the rest read it
     for name in names:
         result = pipeline.run_step(name, cfg, args.run, progress=progress)
         print(f"{name}: {json.dumps(result, default=str)[:400]}")
@@ -396,7 +453,9 @@ def _recommend(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.serving.candidates import Options, Recommender
 
     options = Options(args.k, args.popularity_discount, args.diversity)
-    found = Recommender(args.run, cfg).recommend(args.user, options)
+    found = Recommender(existing_run(args.run), cfg).recommend(args.user, options)
+    for warning in found.warnings:
+        print(f"followrec: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return
@@ -412,14 +471,14 @@ def _recommend(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _serving_report(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.serving.report import serving_report
 
-    out = serving_report(cfg, args.run, args.max_users, progress=progress)
+    out = serving_report(cfg, existing_run(args.run), args.max_users, progress=progress)
     print(json.dumps(out, indent=2))
 
 
 def _serve(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
     from followrec.serving.server import serve
 
-    return serve(cfg, args.run, args.host, args.port)
+    return serve(cfg, existing_run(args.run), args.host, args.port)
 
 
 def _ui(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
@@ -435,7 +494,7 @@ def _ingest(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
         cfg = load_config(
             args.config, args.set, base={**_cli_overrides(args), "data.dataset": "synthetic"}
         )
-    result = ingest.run(cfg, args.out, progress=progress)
+    result = ingest.run(cfg, writable_out(args.out), progress=progress)
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -22,12 +22,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from followrec.core.errors import InputError
-from followrec.serving.candidates import MAX_K, Options, Recommender
+from followrec.core.limits import MAX_ACCOUNT_ID, MAX_K
+from followrec.serving.candidates import Options, Recommender
 from followrec.serving.metrics import Metrics
 
 log = logging.getLogger("followrec.serving")
-MAX_ID = 2**62  # ids beyond this cannot be Feast INT64 entity keys
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+Id = Annotated[int, Field(ge=0, le=MAX_ACCOUNT_ID)]
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,7 +65,7 @@ class Profile(BaseModel):
     user_id: Id | None = Field(None, description="merge over this user's online features")
     language: str | None = Field(None, max_length=64, examples=["pt"])
     country: str | None = Field(None, max_length=64, examples=["BR"])
-    interests: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
+    interests: list[Annotated[int, Field(ge=0, le=MAX_ACCOUNT_ID)]] | None = Field(
         None, max_length=1000, description="topic ids"
     )
     follows: list[Id] | None = Field(None, max_length=1000, description="accounts followed")
@@ -199,7 +199,7 @@ def user_candidates(
     request: Request,
     svc: Svc,
     rec: Rec,
-    user_id: Annotated[int, Path(ge=0, le=MAX_ID)],
+    user_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 100,
     popularity_discount: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
     diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
@@ -235,14 +235,18 @@ def post_event(svc: Svc, rec: Rec, event: Event) -> dict[str, Any]:
 
 
 @events.put("/v1/removed-accounts/{account_id}")
-def remove_account(rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
+def remove_account(
+    rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
+) -> dict[str, Any]:
     """Never recommend this account (suspended, deleted)."""
     rec.moderation.set_removed(account_id, True)
     return {"account_id": account_id, "removed": True}
 
 
 @events.delete("/v1/removed-accounts/{account_id}")
-def restore_account(rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
+def restore_account(
+    rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
+) -> dict[str, Any]:
     """Recommend this account again."""
     rec.moderation.set_removed(account_id, False)
     return {"account_id": account_id, "removed": False}

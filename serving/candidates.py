@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from followrec.core.errors import InputError
+from followrec.core.limits import MAX_K
 from followrec.core.metrics import popularity_percentile
 from followrec.core.search import search_excluding
 from followrec.features import feast_definitions as definitions
@@ -37,7 +38,6 @@ from followrec.training.train import TrainedModel, encode
 
 log = logging.getLogger("followrec.serving")
 
-MAX_K = 1000
 RERANK_POOL = 3  # a re-rank chooses k from this many times k retrieved candidates
 EVENT_TYPES = ("follow", "unfollow", "engagement", "block", "unblock")
 
@@ -309,6 +309,11 @@ class Recommender:
         follows = _bag(frame, "follows")
         cold = not known or len(follows) <= self.cold_start_max_follows
         out = self._rank(pair, frame, user_id, follows, options, cold, fetched - started)
+        if not known:
+            out.warnings = [
+                f"user {user_id} is unknown to the online feature store: "
+                "served as a cold start (popular accounts for an empty profile)"
+            ]
         self.cache.put(user_id, (options, pair.versions), out)
         return out
 

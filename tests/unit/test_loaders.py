@@ -83,12 +83,17 @@ def test_contract_round_trip(tmp_path):
         ("a,b\nb,c\nc,\n", 3, "followee", "missing value"),  # truncated last line
         ("a b 1\nb c x9\n", 2, "timestamp", "not a number"),
         ("# c\nfrom,to\n1,2\n2,3,4,5\n", 4, None, "number of columns"),
+        ("1,2,5\n2,3,1e30\n", 2, "timestamp", "out of range"),
+        ("from,to\n1,2\nfrom,to\n2,3\n", 3, "header", "header line repeats"),
+        ("från,till\nanna,bo\nbo,cai\n", 1, "header", "cannot tell whether the first line"),
+        ("1,2\n\x00\x01\n", 2, None, "binary file"),
     ],
 )
 def test_malformed_edge_lists_name_file_line_and_field(tmp_path, text, line, field, words):
     path = write(tmp_path, "bad.csv", text)
+    header = "no" if text.startswith("a") else "auto"  # letter ids, no header: say so
     with pytest.raises(InputError) as err:
-        load_edgelist(path)
+        load_edgelist(path, header=header)
     assert err.value.path == str(path)
     assert err.value.line == line
     assert err.value.field == field
@@ -98,7 +103,21 @@ def test_malformed_edge_lists_name_file_line_and_field(tmp_path, text, line, fie
 
 def test_non_numeric_timestamp_message_names_the_value(tmp_path):
     with pytest.raises(InputError, match=r"bad.csv:3: field 'timestamp' value 'yesterday'"):
-        load_edgelist(write(tmp_path, "bad.csv", "a,b,1\nb,c,2\nc,a,yesterday\n"))
+        load_edgelist(write(tmp_path, "bad.csv", "a,b,1\nb,c,2\nc,a,yesterday\n"), header="no")
+
+
+def test_a_folder_or_an_empty_file_is_named_not_a_traceback(tmp_path):
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load_edgelist(tmp_path)
+    with pytest.raises(InputError, match="empty"):
+        load_edgelist(write(tmp_path, "empty.csv", ""))
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load_edgelist(write(tmp_path, "e.csv", "1,2\n"), tmp_path)
+
+
+def test_a_non_numeric_row_above_numeric_rows_is_a_header_and_ids_after_it_load(tmp_path):
+    ds = load_edgelist(write(tmp_path, "e.csv", "från,till\n1,2\n2,3\n"))
+    assert ds.load_report["header"] is True and len(ds.follows) == 2
 
 
 def test_truncated_gzip(tmp_path):
