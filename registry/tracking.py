@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from followrec.core.secrets import expand
+
 MODEL_NAME = "followrec-two-tower"
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -22,11 +24,17 @@ def tracking_uri(configured: str | None, out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
 
 
+def resolved(uri: str) -> str:
+    """The URI MLflow connects to: ${VAR} password references filled in. Only MLflow calls
+    see it; what is stored or printed keeps the reference."""
+    return expand(uri, "mlflow.tracking_uri")
+
+
 def registry_client(uri: str):  # noqa: ANN201 - mlflow is imported lazily
     """An MLflow client whose tracking and registry are both `uri`."""
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow.MlflowClient(tracking_uri=resolved(uri), registry_uri=resolved(uri))
 
 
 def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
@@ -101,9 +109,9 @@ class Tracker:
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it on exit so
         # the next run in this process resolves its own store.
         self._saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
-        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_tracking_uri(resolved(self.uri))
         # The registry URI can outlive a previous tracking URI in the same process; pin it.
-        mlflow.set_registry_uri(self.uri)
+        mlflow.set_registry_uri(resolved(self.uri))
         experiment_id = ensure_experiment(
             registry_client(self.uri), self.uri, self.experiment, self.out_dir
         )

@@ -88,9 +88,12 @@ class Service:
     """What the app holds between requests: the Recommender (built at start-up), the
     metrics, the API key and the champion poller."""
 
-    def __init__(self, factory: Any, api_key: str | None, poll_seconds: float) -> None:
+    def __init__(
+        self, factory: Any, api_key: str | None, admin_key: str | None, poll_seconds: float
+    ) -> None:
         self.factory = factory
         self.api_key = api_key
+        self.admin_key = admin_key
         self.poll_seconds = poll_seconds
         self.metrics = Metrics()
         self.recommender: Recommender | None = None
@@ -101,9 +104,9 @@ class Service:
         """Load the champion (or remember why not) and start the poller."""
         try:
             rec = self.factory()
-        except Exception as exc:  # serve /healthz and a 503 that says why
+        except Exception:  # serve /healthz and a 503; the reason goes to the log
             log.exception("could not load the champion")
-            self.error = str(exc)
+            self.error = "the champion could not be loaded (see the service log)"
         else:
             self.recommender = rec
             self.metrics.served = rec.pair.versions
@@ -143,22 +146,37 @@ def recommender(svc: Annotated[Service, Depends(service)]) -> Recommender:
     return svc.ready_recommender()
 
 
+def _carries(key: str, x_api_key: str | None, authorization: str | None) -> bool:
+    bearer = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
+    # compare_digest: the time taken does not tell how much of a guessed key was right
+    return any(
+        given is not None and hmac.compare_digest(given.encode(), key.encode())
+        for given in (x_api_key, bearer)
+    )
+
+
 def authorised(
     svc: Annotated[Service, Depends(service)],
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     """The request carries the API key, when one is set (X-API-Key or a Bearer token)."""
-    if svc.api_key is None:
-        return
-    bearer = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
-    expected = svc.api_key.encode()
-    # compare_digest: the time taken does not tell how much of a guessed key was right
-    if not any(
-        given is not None and hmac.compare_digest(given.encode(), expected)
-        for given in (x_api_key, bearer)
-    ):
+    if svc.api_key is not None and not _carries(svc.api_key, x_api_key, authorization):
         raise Unauthorised()
+
+
+def admin_authorised(
+    svc: Annotated[Service, Depends(service)],
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Admin and moderation routes take the admin key; a service with a read key but no
+    admin key keeps them closed, one with no key at all (loopback only) keeps them open."""
+    if svc.admin_key is not None:
+        if not _carries(svc.admin_key, x_api_key, authorization):
+            raise Unauthorised()
+    elif svc.api_key is not None:
+        raise Forbidden()
 
 
 Rec = Annotated[Recommender, Depends(recommender)]
@@ -167,7 +185,8 @@ Svc = Annotated[Service, Depends(service)]
 operations = APIRouter(tags=["operations"])
 candidates = APIRouter(tags=["candidates"], dependencies=[Depends(authorised)])
 events = APIRouter(tags=["events"], dependencies=[Depends(authorised)])
-admin = APIRouter(tags=["operations"], dependencies=[Depends(authorised)])
+moderation = APIRouter(tags=["events"], dependencies=[Depends(admin_authorised)])
+admin = APIRouter(tags=["operations"], dependencies=[Depends(admin_authorised)])
 
 
 @operations.get("/healthz")
@@ -178,14 +197,18 @@ def healthz() -> dict[str, str]:
 
 @operations.get("/readyz")
 def readyz(svc: Svc) -> JSONResponse:
-    """A champion is loaded and the online store answers."""
+    """A champion is loaded and the online store answers (versions only; the details are
+    at /v1/admin/status)."""
     rec = svc.recommender
     if rec is None:
         return _error(503, f"not ready: {svc.error or 'loading'}")
     try:
-        return JSONResponse({"status": "ready", **rec.ready()})
-    except Exception as exc:
-        return _error(503, f"not ready: online store: {exc}")
+        ready = rec.ready()
+    except Exception:
+        log.exception("readiness check failed")
+        return _error(503, "not ready: the online store does not answer (see the service log)")
+    public = ("model_version", "index_version", "producers")
+    return JSONResponse({"status": "ready", **{k: ready[k] for k in public}})
 
 
 @operations.get("/metrics", response_class=PlainTextResponse)
@@ -234,7 +257,7 @@ def post_event(svc: Svc, rec: Rec, event: Event) -> dict[str, Any]:
     return out
 
 
-@events.put("/v1/removed-accounts/{account_id}")
+@moderation.put("/v1/removed-accounts/{account_id}")
 def remove_account(
     rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
 ) -> dict[str, Any]:
@@ -243,7 +266,7 @@ def remove_account(
     return {"account_id": account_id, "removed": True}
 
 
-@events.delete("/v1/removed-accounts/{account_id}")
+@moderation.delete("/v1/removed-accounts/{account_id}")
 def restore_account(
     rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
 ) -> dict[str, Any]:
@@ -256,6 +279,12 @@ def restore_account(
 def refresh(svc: Svc, rec: Rec) -> dict[str, Any]:
     """Check the registry now instead of at the next poll."""
     return svc.check_champion(rec)
+
+
+@admin.get("/v1/admin/status")
+def admin_status(rec: Rec) -> dict[str, Any]:
+    """The serving pair, its feature service and the last refused swap with its reason."""
+    return rec.ready()
 
 
 async def access_log(request: Request, call_next: Any) -> Any:
@@ -292,10 +321,10 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     errors = [
         {
             "field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")),
-            "value": e.get("input"),
+            "value": excerpt(e.get("input")),
             "reason": e["msg"],
         }
-        for e in exc.errors()
+        for e in exc.errors()[:MAX_ERRORS]
     ]
     first = errors[0] if errors else {"field": None, "reason": "invalid request"}
     return _error(422, f"field '{first['field']}': {first['reason']}", errors=errors)
@@ -309,6 +338,11 @@ async def bad_input(request: Request, exc: InputError) -> JSONResponse:
 async def unauthorised(request: Request, exc: Unauthorised) -> JSONResponse:
     """401: no or a wrong API key."""
     return _error(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+
+
+async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    """403: an admin route on a service with no admin key."""
+    return _error(403, "admin routes are closed: the service has no $FOLLOWREC_ADMIN_API_KEY")
 
 
 async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
@@ -339,26 +373,31 @@ def create_app(
     recommender_factory: Any,
     api_key: str | None = None,
     poll_seconds: float = 10.0,
+    admin_key: str | None = None,
+    max_body_bytes: int = 65_536,
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
-    polled every `poll_seconds` (0 = never) and swapped in when it moves."""
+    polled every `poll_seconds` (0 = never) and swapped in when it moves. Request bodies
+    over `max_body_bytes` are refused with 413."""
     app = FastAPI(
         title="followrec candidates",
         version="1",
         description="Who-to-follow candidates from the two-tower champion.",
         lifespan=lifespan,
     )
-    app.state.service = Service(recommender_factory, api_key, poll_seconds)
+    app.state.service = Service(recommender_factory, api_key, admin_key, poll_seconds)
     app.middleware("http")(access_log)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for error, handler in (
         (RequestValidationError, invalid_request),
         (InputError, bad_input),
         (Unauthorised, unauthorised),
+        (Forbidden, forbidden),
         (ServiceUnavailable, unavailable),
         (Exception, unexpected),
     ):
         app.add_exception_handler(error, handler)
-    for router in (operations, candidates, events, admin):
+    for router in (operations, candidates, events, moderation, admin):
         app.include_router(router)
     return app
 
@@ -369,6 +408,69 @@ class Unauthorised(Exception):
 
 class ServiceUnavailable(Exception):
     """No champion loaded (yet)."""
+
+
+class Forbidden(Exception):
+    """An admin route on a service that has a read key but no admin key."""
+
+
+MAX_ERRORS = 10  # validation errors echoed per response
+MAX_EXCERPT = 80  # characters of an offending value echoed back
+
+
+def excerpt(value: Any) -> Any:
+    """A value as echoed in an error body: short values as they are, long ones cut."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= MAX_EXCERPT else text[:MAX_EXCERPT] + f"... ({len(text)} chars)"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 before the app
+    reads it (by Content-Length, or while a chunked body streams in)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        seen, too_large = 0, False
+
+        async def counted() -> dict:
+            # Past the limit the app is told the client left; what it answers is dropped.
+            nonlocal seen, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                too_large = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_too_large(message: dict) -> None:
+            if not too_large:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_too_large)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        response = _error(413, f"request body over {self.max_bytes} bytes")
+        await response(scope, receive, send)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

@@ -10,24 +10,21 @@ from typing import Any
 
 
 class ResultCache:
-    """Thread-safe LRU. Entries carry the user's generation, which `invalidate` bumps, so
-    a user's stale results are never returned and age out of the LRU on their own."""
+    """Thread-safe LRU. Each user's keys are indexed so `invalidate` drops exactly that
+    user's entries; the index holds only keys still cached, so nothing grows past `size`."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._generation: dict[int, int] = {}
+        self._by_user: dict[int, set[Hashable]] = {}
         self._lock = threading.Lock()
-
-    def _key(self, user_id: int, options: Hashable) -> Hashable:
-        return (user_id, self._generation.get(user_id, 0), options)
 
     def get(self, user_id: int, options: Hashable) -> Any | None:
         """The cached value, or None."""
         if self.size <= 0:
             return None
         with self._lock:
-            key = self._key(user_id, options)
+            key = (user_id, options)
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
@@ -38,20 +35,36 @@ class ResultCache:
         if self.size <= 0:
             return
         with self._lock:
-            self._entries[self._key(user_id, options)] = value
-            self._entries.move_to_end(self._key(user_id, options))
+            key = (user_id, options)
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            self._by_user.setdefault(user_id, set()).add(key)
             while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+                old, _ = self._entries.popitem(last=False)
+                self._forget(old)
+
+    def _forget(self, key: Hashable) -> None:
+        keys = self._by_user.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_user[key[0]]
 
     def invalidate(self, user_id: int) -> None:
         """Retire everything cached for one user."""
         with self._lock:
-            self._generation[user_id] = self._generation.get(user_id, 0) + 1
+            for key in self._by_user.pop(user_id, ()):
+                self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Drop everything (after a model or index swap)."""
         with self._lock:
             self._entries.clear()
+            self._by_user.clear()
+
+    def users(self) -> int:
+        """How many users have cached entries (bounded by `size`)."""
+        return len(self._by_user)
 
     def __len__(self) -> int:
         return len(self._entries)

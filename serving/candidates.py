@@ -137,7 +137,6 @@ class Recommender:
         self.cfg = cfg
         self.cold_start_max_follows = cold_start_max_follows
         self.cache = ResultCache(cache_size)
-        self.moderation = Moderation(self.run_dir / "serving" / "moderation.db")
         self.store = feature_store.open_store(self.run_dir / "feast")
         self.consumer_schema = pq.read_schema(self.run_dir / "features" / "consumer.parquet")
         self._swap_lock = threading.Lock()
@@ -151,6 +150,9 @@ class Recommender:
             self.pair = self.load_pair(champion, index_version)
         except PairRefused as exc:
             raise InputError(str(exc), field="champion", value=champion) from None
+        # Made only once a champion serves: a failed start leaves nothing behind.
+        self.moderation = Moderation(self.run_dir / "serving" / "moderation.db")
+        self._new_users: set[int] = set()  # created by events; bounded by max_new_users
 
     # ------------------------------------------------------------------ pair and swap
 
@@ -425,7 +427,17 @@ class Recommender:
             self.cache.invalidate(user_id)
             return {"user_id": user_id, "type": kind, "account_id": account_id}
         with self._event_lock:  # read-modify-write of one row: one writer per process
-            frame, _ = self.online_row(user_id, pair)
+            frame, known = self.online_row(user_id, pair)
+            if not known and user_id not in self._new_users:
+                limit = self.cfg.serving.max_new_users
+                if len(self._new_users) >= limit:
+                    raise InputError(
+                        f"unknown user, and this process already created {limit} new users "
+                        "(serving.max_new_users); they arrive with the next feature snapshot",
+                        field="user_id",
+                        value=user_id,
+                    )
+                self._new_users.add(user_id)
             row = self._complete_row(frame)
             apply_user_event(row, kind, account_id, event.get("kind"), self.cfg.features)
             row[definitions.TIMESTAMP] = pd.Timestamp.now(tz="UTC")

@@ -22,12 +22,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(run: str | Path, *settings: str, timeout: float = 120) -> Iterator[str]:
-    """`followrec serve --run RUN` with extra `--set` arguments; yields the base URL once
-    /readyz answers 200 and stops the server on exit. Its log is RUN/../serve-PORT.log."""
+def running_service(
+    run: str | Path, *settings: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`followrec serve --run RUN` with extra `--set` arguments and environment (its keys);
+    yields the base URL once /readyz answers 200 and stops the server on exit. Its log is
+    RUN/../serve-PORT.log."""
     run = Path(run)
     port = free_port()
-    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = run.resolve().parent / f"serve-{port}.log"
     with log.open("w") as out:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
 from followrec.core.config import Config, require
+from followrec.core.errors import InputError
+from followrec.core.secrets import secret
 
 
 def build_app(cfg: Config, run_dir: str | Path) -> Any:
@@ -20,6 +23,8 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
             "serving.cache_size": sc.cache_size >= 0,
             "serving.poll_seconds": sc.poll_seconds >= 0,
             "serving.cold_start_max_follows": sc.cold_start_max_follows >= 0,
+            "serving.max_body_bytes": sc.max_body_bytes >= 0,
+            "serving.max_new_users": sc.max_new_users >= 0,
         },
         sc,
         "must not be negative",
@@ -31,9 +36,21 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
     torch.set_num_threads(1)
     return create_app(
         lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows),
-        api_key=sc.api_key or os.environ.get("FOLLOWREC_API_KEY") or None,
+        api_key=secret("FOLLOWREC_API_KEY"),
+        admin_key=secret("FOLLOWREC_ADMIN_API_KEY"),
         poll_seconds=sc.poll_seconds,
+        max_body_bytes=sc.max_body_bytes,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) -> int:
@@ -42,11 +59,19 @@ def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) 
 
     from followrec.serving.app import configure_logging
 
+    host = host or cfg.serving.host
+    if not is_loopback(host) and secret("FOLLOWREC_API_KEY") is None:
+        raise InputError(
+            "refusing to serve beyond this machine without an API key: set "
+            "$FOLLOWREC_API_KEY (and $FOLLOWREC_ADMIN_API_KEY for the admin routes)",
+            field="--host",
+            value=host,
+        )
     configure_logging(cfg.serving.log_level)
     app = build_app(cfg, run_dir)
     uvicorn.run(
         app,
-        host=host or cfg.serving.host,
+        host=host,
         port=port or cfg.serving.port,
         log_level="warning",
         access_log=False,  # the app logs each request as JSON

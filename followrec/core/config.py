@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from followrec.core.errors import InputError
+from followrec.core.secrets import CONNECTION_FIELDS, check_no_password
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,10 @@ class ServingConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None  # required on /v1/* when set (or $FOLLOWREC_API_KEY)
+    # Keys are secrets: $FOLLOWREC_API_KEY (reads) and $FOLLOWREC_ADMIN_API_KEY (admin and
+    # moderation routes), or the same names in $FOLLOWREC_SECRETS_FILE; never a setting.
+    max_body_bytes: int = 65_536  # larger request bodies are refused (413)
+    max_new_users: int = 100_000  # users created by events per process (unknown to Feast)
     poll_seconds: float = 10.0  # how often the champion alias is checked; 0 = never
     cache_size: int = 10_000  # recent results kept (by user, options and versions)
     cold_start_max_follows: int = 3  # users with at most this many follows are cold starts
@@ -291,6 +295,12 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+SECRET_SETTINGS = {
+    "serving.api_key": "FOLLOWREC_API_KEY",
+    "serving.admin_api_key": "FOLLOWREC_ADMIN_API_KEY",
+}
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -313,7 +323,19 @@ def load_config(
             raise InputError("expected KEY=VALUE", field="--set", value=item)
         dotted, raw = item.split("=", 1)
         _set_dotted(tree, dotted.strip(), yaml.safe_load(raw) if raw.strip() else raw)
-    return _build(Config, tree, "")
+    for dotted, variable in SECRET_SETTINGS.items():
+        section, _, key = dotted.partition(".")
+        if key in (tree.get(section) or {}):
+            raise InputError(
+                f"is a secret, not a setting: set ${variable} or put it in the file named "
+                "by $FOLLOWREC_SECRETS_FILE",
+                field=dotted,
+            )
+    cfg = _build(Config, tree, "")
+    for dotted in CONNECTION_FIELDS:
+        section, _, key = dotted.partition(".")
+        check_no_password(dotted, getattr(getattr(cfg, section), key))
+    return cfg
 
 
 def require(checks: dict[str, bool], section: Any, reason: str) -> None:

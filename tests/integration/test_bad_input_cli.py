@@ -123,3 +123,16 @@ def test_commands_that_read_a_run_create_nothing_where_there_is_none(tmp_path, c
     assert status == 2, err
     assert "field '--run'" in err and "not a run folder" in err
     assert not run.exists()
+
+
+def test_serve_beyond_loopback_without_a_key_is_refused_before_loading(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("FOLLOWREC_API_KEY", raising=False)
+    monkeypatch.delenv("FOLLOWREC_SECRETS_FILE", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    status, err = run_cli(["serve", "--run", run, "--host", "0.0.0.0"], capsys)
+    assert status == 2 and "field '--host' value '0.0.0.0'" in err and "API key" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]

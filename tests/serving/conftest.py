@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,12 @@ import pytest
 from followrec.cli import main
 from followrec.serving import launch
 
-API_KEY = "test-key"
+API_KEY = "test-read-key-4f1d"
+ADMIN_KEY = "test-admin-key-9c2e"
+KEYS = {"FOLLOWREC_API_KEY": API_KEY, "FOLLOWREC_ADMIN_API_KEY": ADMIN_KEY}
+# A password the run's settings refer to as ${FOLLOWREC_REDIS_PASSWORD}: it must never be
+# written down (tests/serving/test_secrets.py greps for it and for both keys).
+PLANTED_PASSWORD = "planted-password-71b3"
 TRAIN = [
     "--quiet",
     "--set",
@@ -29,8 +35,10 @@ def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
     """Features for PTBR; model v1 (a few steps) then v2 (two epochs), which is promoted, so
     v1 stays as the previous champion with its own published index."""
     run = tmp_path_factory.mktemp("serving") / "run"
+    os.environ["FOLLOWREC_REDIS_PASSWORD"] = PLANTED_PASSWORD
+    redis = "feast.redis_connection=127.0.0.1:6379,password=${FOLLOWREC_REDIS_PASSWORD}"
     assert main(["features", "--run", str(run), "--dataset", "twitch", "--quiet",
-                 "--set", "data.twitch_languages=[PTBR]",
+                 "--set", "data.twitch_languages=[PTBR]", "--set", redis,
                  "--set", f"data.twitch_dir={twitch_dir}"]) == 0  # fmt: skip
     assert main(["training", "--run", str(run), *TRAIN, "--set", "train.max_steps=3"]) == 0
     assert (
@@ -59,9 +67,11 @@ def own_run(pipeline_run, tmp_path) -> Path:
 
 
 @contextlib.contextmanager
-def running_service(run: Path, *settings: str) -> Iterator[str]:
+def running_service(run: Path, *settings: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """The real service (polling the champion every 0.5 s); no request may have been a 500."""
-    with launch.running_service(run, "--set", "serving.poll_seconds=0.5", *settings) as url:
+    with launch.running_service(
+        run, "--set", "serving.poll_seconds=0.5", *settings, env=env
+    ) as url:
         yield url
     errors = launch.server_errors(run)
     assert not errors, errors[:3]
@@ -69,8 +79,8 @@ def running_service(run: Path, *settings: str) -> Iterator[str]:
 
 @pytest.fixture(scope="package")
 def service(pipeline_run) -> Iterator[str]:
-    """The service with an API key over the pipeline run."""
-    with running_service(pipeline_run, "--set", f"serving.api_key={API_KEY}") as url:
+    """The service with a read key and an admin key (from the environment) over the run."""
+    with running_service(pipeline_run, env=KEYS) as url:
         yield url
 
 

@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import API_KEY
+from tests.serving.conftest import ADMIN_KEY, API_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -114,10 +114,11 @@ def test_events_reach_the_next_request(client, pipeline_run):
     client.post("/v1/events", json={"user_id": user, "type": "unblock", "account_id": second})
     assert second in [c["account_id"] for c in candidates(client, user, k=20)["candidates"]]
 
-    assert client.put(f"/v1/removed-accounts/{top}").status_code == 200
+    admin = {"X-API-Key": ADMIN_KEY}
+    assert client.put(f"/v1/removed-accounts/{top}", headers=admin).status_code == 200
     client.post("/v1/events", json={"user_id": user, "type": "engagement", "account_id": 1})
     assert top not in [c["account_id"] for c in candidates(client, user, k=20)["candidates"]]
-    assert client.delete(f"/v1/removed-accounts/{top}").status_code == 200
+    assert client.delete(f"/v1/removed-accounts/{top}", headers=admin).status_code == 200
 
     newcomer = 10**11
     client.post("/v1/events", json={"user_id": newcomer, "type": "follow", "account_id": top})
@@ -127,11 +128,42 @@ def test_events_reach_the_next_request(client, pipeline_run):
 
 def test_api_key_is_required_on_v1_but_not_on_health(service):
     assert httpx.get(f"{service}/healthz").status_code == 200
-    assert httpx.get(f"{service}/readyz").json()["model_version"] == "2"
+    ready = httpx.get(f"{service}/readyz").json()
+    assert ready["model_version"] == "2"
+    assert set(ready) == {"status", "model_version", "index_version", "producers"}
     path = f"{service}/v1/users/1/candidates"
     assert httpx.get(path).status_code == 401
     assert httpx.get(path, headers={"X-API-Key": "wrong"}).status_code == 401
     assert httpx.get(path, headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_admin_and_moderation_routes_take_the_admin_key_only(service):
+    read, admin = {"X-API-Key": API_KEY}, {"X-API-Key": ADMIN_KEY}
+    for method, path in [
+        ("put", "/v1/removed-accounts/5"),
+        ("delete", "/v1/removed-accounts/5"),
+        ("post", "/v1/admin/refresh"),
+        ("get", "/v1/admin/status"),
+    ]:
+        assert httpx.request(method, f"{service}{path}", headers=read).status_code == 401, path
+        assert httpx.request(method, f"{service}{path}", headers=admin).status_code == 200, path
+    status = httpx.get(f"{service}/v1/admin/status", headers=admin).json()
+    assert {"feature_service", "last_refusal"} <= set(status)
+
+
+def test_bodies_are_bounded_and_errors_echo_only_an_excerpt(client):
+    huge = client.post("/v1/candidates", content=b"x" * 10_000_000)
+    assert huge.status_code == 413 and len(huge.content) < 200
+
+    def chunks():
+        for _ in range(100):
+            yield b"[" * 10_000
+
+    streamed = client.post("/v1/candidates", content=chunks())  # chunked: no Content-Length
+    assert streamed.status_code == 413
+    long_language = client.post("/v1/candidates", json={"language": "x" * 50_000})
+    assert long_language.status_code == 422 and len(long_language.content) < 1000
+    assert "50000 chars" in long_language.json()["errors"][0]["value"]
 
 
 @pytest.mark.parametrize(
@@ -157,12 +189,22 @@ def test_invalid_input_is_a_4xx_naming_the_field(client, method, path, payload, 
     assert "Traceback" not in response.text
 
 
-def test_schema_driven_fuzz_finds_no_server_error(service):
+ADMIN_PATHS = "^/v1/(admin|removed-accounts)"
+
+
+@pytest.mark.parametrize(
+    ("key", "paths"),
+    [(API_KEY, "--exclude-path-regex"), (ADMIN_KEY, "--include-path-regex")],
+)
+def test_schema_driven_fuzz_finds_no_server_error(service, key, paths):
+    """Every phase (examples, coverage, fuzzing, stateful over inferred links), read routes
+    with the read key and admin routes with the admin key."""
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "run", f"{service}/openapi.json",
          "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1",
-         "--header", f"X-API-Key: {API_KEY}", "--no-color"],
+         paths, ADMIN_PATHS, "--header", f"X-API-Key: {key}", "--no-color"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "No issues found" in proc.stdout
+    assert "No issues found" in proc.stdout, proc.stdout[-2000:]
+    assert "Stateful" in proc.stdout

@@ -34,6 +34,15 @@ def test_cache_is_bounded_and_an_event_retires_only_that_user():
     assert ResultCache(0).get(1, "a") is None
 
 
+def test_cache_state_stays_bounded_under_events_for_many_users():
+    cache = ResultCache(3)
+    for user in range(1000):
+        cache.put(user, "a", user)
+        cache.invalidate(user + 500)  # events for users that may have nothing cached
+    assert len(cache) == 3 and cache.users() <= 3
+    assert [cache.get(u, "a") for u in (997, 998, 999)] == [997, 998, 999]
+
+
 def test_metrics_render_a_cumulative_histogram_and_hit_ratio():
     metrics = Metrics()
     for seconds in (0.002, 0.02, 3.0):
