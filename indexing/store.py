@@ -21,19 +21,42 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "account_ids.npy"
 MANIFEST = "manifest.json"
 POINTER = "CURRENT.json"
-_VERSION_NAME = re.compile(r"^model-v(\d+)(?:-refresh-|$)")
+INDEX_FILES = (INDEX_FILE, HNSW_FILE)
+# The whole name, so no version read from a registry tag or a pointer file can name a path.
+_VERSION_NAME = re.compile(r"model-v(\d{1,12})(?:-refresh-[A-Za-z0-9]{1,32})?")
 
 
 def version_name(model_version: str, refresh: str | None = None) -> str:
     """The index version built for a model version: model-v<N> at promotion,
     model-v<N>-refresh-<stamp> when the index-refresh DAG re-embeds the producers."""
-    return f"model-v{model_version}" + (f"-refresh-{refresh}" if refresh else "")
+    return checked_name(f"model-v{model_version}" + (f"-refresh-{refresh}" if refresh else ""))
 
 
 def model_version_of(index_version: str) -> str | None:
     """The model version an index version was built for (None for other names)."""
-    found = _VERSION_NAME.match(index_version)
+    found = _VERSION_NAME.fullmatch(index_version)
     return found.group(1) if found else None
+
+
+def checked_name(version: str) -> str:
+    """The version name, if it is one (model-v<N>[-refresh-<letters and digits>])."""
+    if not isinstance(version, str) or _VERSION_NAME.fullmatch(version) is None:
+        raise InputError(
+            "not an index version name (model-v<N>[-refresh-<stamp>])",
+            field="index_version",
+            value=str(version)[:80],
+        )
+    return version
+
+
+def folder_of(root: str | Path, version: str) -> Path:
+    """root/<version>, refused unless the name is a version name and the folder resolves
+    inside root (no link leads out of it)."""
+    root = Path(root).resolve()
+    folder = (root / checked_name(version)).resolve()
+    if not folder.is_relative_to(root):
+        raise InputError("index folder resolves outside the index root", path=str(folder))
+    return folder
 
 
 def sha256(path: Path) -> str:
@@ -53,7 +76,7 @@ def write_version(
     manifest: dict[str, Any],
 ) -> Path:
     """Write root/<version>/ (index, ids, manifest with checksum) in one rename."""
-    target = Path(root) / version
+    target = folder_of(root, version)
     file = HNSW_FILE if isinstance(index, HnswGraph) else INDEX_FILE
     with atomic_dir(target) as tmp:
         if isinstance(index, HnswGraph):
@@ -80,9 +103,16 @@ def _write_pointer(root: Path, pointer: dict[str, Any]) -> None:
 
 
 def read_pointer(root: str | Path) -> dict[str, Any] | None:
-    """The published pointer ({"current", "history"}), or None before any publish."""
+    """The published pointer ({"current", "history"}), or None before any publish; every
+    version it names is checked to be a version name."""
     path = Path(root) / POINTER
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    pointer = json.loads(path.read_text())
+    for version in [pointer.get("current"), *pointer.get("history", [])]:
+        if version is not None:
+            checked_name(version)
+    return pointer
 
 
 def publish(root: str | Path, version: str) -> dict[str, Any]:
@@ -110,7 +140,7 @@ def rollback(root: str | Path) -> str:
 
 def read_manifest(root: str | Path, version: str) -> dict[str, Any]:
     """A version's manifest; fails if the folder is missing."""
-    path = Path(root) / version / MANIFEST
+    path = folder_of(root, version) / MANIFEST
     if not path.exists():
         raise InputError("index version not found", path=str(path.parent))
     return json.loads(path.read_text())
@@ -118,8 +148,15 @@ def read_manifest(root: str | Path, version: str) -> dict[str, Any]:
 
 def load_version(root: str | Path, version: str) -> tuple[faiss.Index, np.ndarray, dict[str, Any]]:
     """An index version, its account ids and manifest; the checksum is verified."""
-    folder = Path(root) / version
+    folder = folder_of(root, version)
     manifest = read_manifest(root, version)
+    if manifest.get("file", INDEX_FILE) not in INDEX_FILES:
+        raise InputError(
+            f"unknown index file; expected one of {', '.join(INDEX_FILES)}",
+            path=str(folder / MANIFEST),
+            field="file",
+            value=str(manifest.get("file"))[:80],
+        )
     path = folder / manifest.get("file", INDEX_FILE)
     if sha256(path) != manifest["sha256"]:
         raise InputError("index file does not match its manifest checksum", path=str(path))

@@ -76,14 +76,48 @@ def test_versions_publish_atomically_and_roll_back(tmp_path):
 
 
 def test_a_tampered_index_is_refused(tmp_path):
-    write_version(tmp_path, "v1", build(choose(100), clustered(100)), np.arange(100), {})
-    publish(tmp_path, "v1")
-    (tmp_path / "v1" / "index.faiss").write_bytes(b"corrupt")
+    write_version(tmp_path, "model-v1", build(choose(100), clustered(100)), np.arange(100), {})
+    publish(tmp_path, "model-v1")
+    (tmp_path / "model-v1" / "index.faiss").write_bytes(b"corrupt")
     with pytest.raises(InputError, match="checksum"):
         load_published(tmp_path)
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(TypeError):  # not a FAISS index: fails half-way through the write
-        write_version(tmp_path, "v1", object(), np.arange(3), {})
+        write_version(tmp_path, "model-v1", object(), np.arange(3), {})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../model-v1", "model-v1/../../etc", "model-v1x", "model-v1-refresh-a/b", "", "v1"]
+)
+def test_version_names_are_checked_before_any_path_is_made(tmp_path, name):
+    index = build(choose(50), clustered(50))
+    with pytest.raises(InputError, match="not an index version name"):
+        write_version(tmp_path / "indexes", name, index, np.arange(50), {})
+    assert not (tmp_path / "indexes").exists() or not any((tmp_path / "indexes").iterdir())
+
+
+def test_a_pointer_or_manifest_naming_a_path_is_refused(tmp_path):
+    import json
+
+    root = tmp_path / "indexes"
+    write_version(root, "model-v1", build(choose(50), clustered(50)), np.arange(50), {})
+    publish(root, "model-v1")
+    (root / "CURRENT.json").write_text(json.dumps({"current": "../../x", "history": []}))
+    with pytest.raises(InputError, match="not an index version name"):
+        load_published(root)
+    publish_again = {"current": "model-v1", "history": []}
+    (root / "CURRENT.json").write_text(json.dumps(publish_again))
+    manifest = json.loads((root / "model-v1" / "manifest.json").read_text())
+    (root / "model-v1" / "manifest.json").write_text(
+        json.dumps({**manifest, "file": "../../etc/passwd"})
+    )
+    with pytest.raises(InputError, match="unknown index file"):
+        load_published(root)
+    # A version folder that is a link out of the root is refused too.
+    (root / "model-v1").rename(tmp_path / "elsewhere")
+    (root / "model-v1").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="outside the index root"):
+        load_published(root)
