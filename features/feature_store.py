@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from followrec.core.atomic import atomic_dir
+from followrec.core.atomic import atomic_dir, atomic_write
 from followrec.core.config import FeastConfig
 from followrec.core.errors import InputError
 from followrec.features import feast_definitions as definitions
@@ -118,7 +118,7 @@ def apply(cfg: FeastConfig, feature_dir: str | Path, feast_dir: str | Path) -> d
     feast_dir = Path(feast_dir)
     feast_dir.mkdir(parents=True, exist_ok=True)
     config = repo_config(cfg, feast_dir)
-    (feast_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write(feast_dir / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
     store = open_store(feast_dir)
     objects = definitions.build(feature_dir)
     store.apply(objects)

@@ -345,10 +345,21 @@ def _run_main_job(args: argparse.Namespace) -> int:
     return 0
 
 
+NOTICES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
 def quiet_dependencies() -> None:
-    """Dependencies' deprecation notices are for their own developers, not for a user."""
-    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
+    """Dependencies' deprecation notices are for their own developers, not for a user.
+    Some dependency re-adds its own filters when imported, so the notices are dropped where
+    they are shown rather than by a filter."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, NOTICES) and "site-packages" in str(filename):
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # subprocesses
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # database set-up chatter
 

@@ -88,9 +88,13 @@ def run_dags(
                 "tasks": {ti.task_id: str(ti.state) for ti in tis},
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            say(f"{dag_id}: {dag_run.state} in {results[dag_id]['seconds']} s")
-            for task_id, state in results[dag_id]["tasks"].items():
-                say(f"  {task_id:18s} {state}")
+            tasks = results[dag_id]["tasks"]
+            done = sum(state.endswith("success") for state in tasks.values())
+            say(f"{dag_id}: {dag_run.state} in {results[dag_id]['seconds']} s, "
+                f"{done}/{len(tasks)} tasks succeeded")  # fmt: skip
+            for task_id, state in tasks.items():
+                if not state.endswith("success"):  # only what needs a look
+                    say(f"  {task_id:18s} {state}")
             if not str(dag_run.state).endswith("success"):
                 break
     return results

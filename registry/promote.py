@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from followrec.core.atomic import atomic_write
 from followrec.core.config import Config
 from followrec.core.errors import InputError
+from followrec.core.faults import crash_point
 from followrec.features.ingest import load_split_features
 from followrec.features.transforms import FeatureTables
 from followrec.indexing.build import build_index_version
@@ -213,6 +214,7 @@ def promote(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         client = client_for(cfg, run_dir)
         promoted = record_decision(client, version, decision, checked["index_version"])
         if promoted:
+            crash_point()  # alias moved, index not yet: readers wait until both agree
             publish(root, checked["index_version"])
         out = {
             "model_version": version,
@@ -307,6 +309,7 @@ def publish_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     if champion is None or str(champion.version) != built["model_version"]:
         return {"published": False, "reason": "the champion changed during the refresh"}
     publish(index_root(cfg, run_dir), built["index_version"])
+    crash_point()  # index published, the champion's tag not yet
     client.set_model_version_tag(
         MODEL_NAME, built["model_version"], "index.version", built["index_version"]
     )

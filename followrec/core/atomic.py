@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from followrec.core.faults import crash_point
+
 
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -19,8 +21,10 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        crash_point()
         if target.exists():
             shutil.rmtree(target)
+            crash_point()
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -35,6 +39,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+        crash_point()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,5 +53,6 @@ def replace_dir(staged: str | Path, target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
+        crash_point()
     os.replace(staged, target)
     shutil.rmtree(old, ignore_errors=True)
