@@ -94,7 +94,7 @@ def table_columns(feature_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def objects(columns: dict[str, dict[str, Any]], feature_dir: str | Path, version: str) -> list:
     """Every Feast object for feature tables with these columns under feature_dir."""
-    feature_dir = Path(feature_dir).resolve()
+    feature_dir = Path(feature_dir).absolute()  # through RUN/features: it follows snapshots
     out: list = [user, account]
     for tower in KEYS:
         source = FileSource(

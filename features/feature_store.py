@@ -5,6 +5,7 @@ point-in-time join, and read online features with the same definitions."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,15 @@ def read_manifest(feature_dir: str | Path) -> dict[str, Any]:
 
 def repo_config(cfg: FeastConfig, feast_dir: Path) -> dict[str, Any]:
     """feature_store.yaml for a run: embedded by default, Redis / SQL registry when set."""
-    registry: Any = str((feast_dir / "registry.db").resolve())
+    registry: dict[str, Any] = {
+        "registry_type": "file",
+        "path": str((feast_dir / "registry.db").resolve()),
+    }
     if cfg.registry:
         registry = {"registry_type": "sql", "path": cfg.registry, "cache_ttl_seconds": 0}
+    # A materialization that runs, or was killed and awaits its retry, leaves the views
+    # MATERIALIZING; readers keep the last materialized values instead of failing.
+    registry["serve_features_while_materializing"] = True
     if cfg.online_store == "sqlite":
         online: dict[str, Any] = {
             "type": "sqlite",
@@ -105,6 +112,9 @@ def open_store(feast_dir: str | Path):  # noqa: ANN201 - feast is heavy; importe
     from feast import FeatureStore
 
     feast_dir = Path(feast_dir)
+    # Feast warns at every load that the flag above targets SQL registries; it is read by
+    # the file registry too (a killed materialize would otherwise block every read).
+    logging.getLogger("feast.repo_config").setLevel(logging.ERROR)
     if not (feast_dir / "feature_store.yaml").exists():
         raise InputError(
             "no Feast repo here: run `followrec features` first",

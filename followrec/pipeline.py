@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from followrec.core.atomic import replace_dir
+from followrec.core.atomic import publish_snapshot
 from followrec.core.config import Config, save_config
 from followrec.core.errors import InputError
 from followrec.core.layout import Layout
@@ -106,6 +106,10 @@ def validate_features(cfg: Config, run: str | Path) -> dict[str, Any]:
     from followrec.features.validation import validate_features as suites
 
     layout = Layout(Path(run))
+    if not layout.staged_features.exists() and layout.features.exists():
+        # A retry after this task published: nothing is staged any more.
+        save_config(cfg, layout.root / "config.yaml")
+        return {"skipped": "nothing staged: the validated snapshot is already published"}
     consumer = pd.read_parquet(layout.staged_features / "consumer.parquet")
     producer = pd.read_parquet(layout.staged_features / "producer.parquet")
     out = _logged(
@@ -114,8 +118,7 @@ def validate_features(cfg: Config, run: str | Path) -> dict[str, Any]:
         "features",
         lambda: suites(consumer, producer, cfg.validation, layout.validation),
     )
-    replace_dir(layout.staged_raw, layout.raw)
-    replace_dir(layout.staged_features, layout.features)
+    publish_snapshot(layout.staged, layout.root, ("raw", "features"))
     save_config(cfg, layout.root / "config.yaml")
     return out
 

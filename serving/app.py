@@ -180,6 +180,7 @@ def admin_authorised(
 
 
 Rec = Annotated[Recommender, Depends(recommender)]
+AccountId = Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]  # an account or user id in a path
 Svc = Annotated[Service, Depends(service)]
 
 operations = APIRouter(tags=["operations"])
@@ -222,7 +223,7 @@ def user_candidates(
     request: Request,
     svc: Svc,
     rec: Rec,
-    user_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)],
+    user_id: AccountId,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 100,
     popularity_discount: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
     diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
@@ -258,18 +259,14 @@ def post_event(svc: Svc, rec: Rec, event: Event) -> dict[str, Any]:
 
 
 @moderation.put("/v1/removed-accounts/{account_id}")
-def remove_account(
-    rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
-) -> dict[str, Any]:
+def remove_account(rec: Rec, account_id: AccountId) -> dict[str, Any]:
     """Never recommend this account (suspended, deleted)."""
     rec.moderation.set_removed(account_id, True)
     return {"account_id": account_id, "removed": True}
 
 
 @moderation.delete("/v1/removed-accounts/{account_id}")
-def restore_account(
-    rec: Rec, account_id: Annotated[int, Path(ge=0, le=MAX_ACCOUNT_ID)]
-) -> dict[str, Any]:
+def restore_account(rec: Rec, account_id: AccountId) -> dict[str, Any]:
     """Recommend this account again."""
     rec.moderation.set_removed(account_id, False)
     return {"account_id": account_id, "removed": False}

@@ -17,6 +17,10 @@ class Layout:
         return self.root / "raw"
 
     @property
+    def staged(self) -> Path:
+        return self.root / "staged"
+
+    @property
     def staged_raw(self) -> Path:
         return self.root / "staged" / "raw"
 

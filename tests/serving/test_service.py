@@ -71,6 +71,7 @@ def test_rerank_options_keep_k_and_change_the_order(client, pipeline_run):
 def test_cold_start_unknown_user_and_onboarding_profile(client):
     unknown = candidates(client, 10**12, k=20)
     assert unknown["cold_start"] is True and len(unknown["candidates"]) == 20
+    assert "unknown to the online feature store" in unknown["warnings"][0]
 
     onboarding = client.post(
         "/v1/candidates", json={"language": "pt", "interests": [1, 2, 3], "k": 20}

@@ -104,3 +104,15 @@ def test_a_model_needing_features_the_online_store_lacks_is_refused(pipeline_run
     rec._model_dir = lambda version: changed
     with pytest.raises(PairRefused, match="lacks: home_city"):
         rec.load_pair(model, index)
+
+
+def test_users_created_by_events_are_bounded(own_run):
+    with running_service(own_run, "--set", "serving.max_new_users=1") as url:
+        first = {"user_id": 10**10, "type": "follow", "account_id": 3}
+        assert httpx.post(f"{url}/v1/events", json=first).status_code == 200
+        again = httpx.post(f"{url}/v1/events", json={**first, "account_id": 4})
+        assert again.status_code == 200  # the same new user: no new row
+        second = httpx.post(f"{url}/v1/events", json={**first, "user_id": 10**10 + 1})
+        assert second.status_code == 400 and second.json()["field"] == "user_id"
+        known = httpx.post(f"{url}/v1/events", json={**first, "user_id": 5})
+        assert known.status_code == 200  # users of the snapshot are never refused
