@@ -47,14 +47,21 @@ def mixture(n: int, dim: int, seed: int, latent: int = 16) -> np.ndarray:
 
 def learned(run: Path, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     """Producer embeddings of every account and consumer embeddings of sampled users, from
-    a pipeline run's trained two-tower model and its training set."""
+    a pipeline run's champion (its registered weights) and its training set."""
     import torch
 
+    from followrec.core.config import load_config
     from followrec.pipeline import read_training_set
+    from followrec.registry import promote
+    from followrec.registry.aliases import CHAMPION, alias_version
     from followrec.training.model_io import load_model_dir
     from followrec.training.train import encode
 
-    trained = load_model_dir(run / "models" / "two_tower")
+    cfg = load_config(run / "config.yaml")
+    champion = alias_version(promote.client_for(cfg, run), CHAMPION)
+    if champion is None:
+        raise SystemExit(f"no champion in {run}: run the training DAG first")
+    trained = load_model_dir(promote.model_dir_of(cfg, run, str(champion.version)))
     tables = read_training_set(run)
     consumer_t, producer_t = trained.tensors(tables)
     users = np.sort(np.random.default_rng(5).choice(len(tables.consumer), n_queries, replace=False))

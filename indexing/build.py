@@ -20,6 +20,7 @@ from followrec.training.train import encode
 
 def build_index_version(
     model_dir: str | Path,
+    model_version: str,
     tables: FeatureTables,
     root: str | Path,
     version: str,
@@ -29,7 +30,8 @@ def build_index_version(
     seed: int = 0,
     threads: int = 2,
 ) -> dict[str, Any]:
-    """Write root/<version> for the model in model_dir; returns the manifest."""
+    """Write root/<version> for `model_version`, whose weights are in model_dir; returns
+    the manifest (which names the model version, not the folder)."""
     started = time.perf_counter()
     faiss.omp_set_num_threads(threads)
     trained = load_model_dir(model_dir)
@@ -45,7 +47,7 @@ def build_index_version(
         queries = encode(trained.model.consumer, consumer_t, users).numpy().astype(np.float32)
     index, choice, recall = build_tuned(items, queries, target_recall, k=100, kind=kind)
     manifest = {
-        "model_dir": str(Path(model_dir).resolve()),
+        "model_version": str(model_version),
         "schema_hash": trained.schema["hash"],
         "kind": choice.kind,
         "params": choice.params,

@@ -13,17 +13,15 @@ from followrec.core.config import IndexConfig
 from followrec.core.errors import InputError
 from followrec.features.transforms import FeatureTables
 from followrec.indexing.build import build_index_version
-from followrec.indexing.store import read_manifest, version_name
+from followrec.indexing.store import version_name
 
 
 def refresh_version(
-    root: Path, model_version: str, current_index: str, tables: FeatureTables, cfg: IndexConfig
+    root: Path, model_version: str, model_dir: Path, tables: FeatureTables, cfg: IndexConfig
 ) -> dict[str, Any]:
-    """A new index version for `model_version` (whose published index is `current_index`) on
-    these feature tables; refused when the snapshot has accounts the model cannot embed."""
-    current = read_manifest(root, current_index)
-    model_dir = Path(current["model_dir"])
-    model = json.loads((model_dir / "model.json").read_text())
+    """A new index version for `model_version` (its registered weights in model_dir) on these
+    feature tables; refused when the snapshot has accounts the model cannot embed."""
+    model = json.loads((Path(model_dir) / "model.json").read_text())
     if len(tables.producer) > model["n_ids"]["accounts"]:
         raise InputError(
             "the feature snapshot has accounts the champion has no embedding for; "
@@ -34,6 +32,13 @@ def refresh_version(
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
     version = version_name(model_version, refresh=stamp)
     manifest = build_index_version(
-        model_dir, tables, root, version, cfg.target_recall, cfg.kind, cfg.sample_users
+        model_dir,
+        model_version,
+        tables,
+        root,
+        version,
+        cfg.target_recall,
+        cfg.kind,
+        cfg.sample_users,
     )
     return {**manifest, "model_version": model_version, "index_version": version}

@@ -3,8 +3,12 @@ Promotion and rollback are one call each and leave their reason in the version's
 
 from __future__ import annotations
 
+import shutil
+import threading
+from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -21,6 +25,28 @@ def alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> A
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def registered_model_dir(client: MlflowClient, version: str, cache: Path) -> Path:
+    """The weights registered as `version` (the MLflow model's `model_dir` artifact),
+    downloaded once into cache/v<version>. Every reader after registration (index build,
+    index checks, refresh, serving) loads them from here, never from the training folder
+    that the next training run overwrites."""
+    import mlflow
+
+    target = Path(cache) / f"v{version}"
+    if not (target / "MLmodel").exists():
+        tmp = target.with_name(f".{target.name}.{threading.get_ident()}")
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=client.get_model_version_download_uri(MODEL_NAME, str(version)),
+            dst_path=str(tmp),
+        )
+        if not target.exists():  # another reader may have finished first
+            Path(local).replace(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    mlmodel = yaml.safe_load((target / "MLmodel").read_text())
+    relative = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
+    return target / relative
 
 
 def version_metrics(version: Any) -> dict[str, float]:

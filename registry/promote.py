@@ -27,7 +27,13 @@ from followrec.indexing.store import (
     version_name,
 )
 from followrec.indexing.store import rollback as index_rollback
-from followrec.registry.aliases import CHAMPION, alias_version, record_decision, version_metrics
+from followrec.registry.aliases import (
+    CHAMPION,
+    alias_version,
+    record_decision,
+    registered_model_dir,
+    version_metrics,
+)
 from followrec.registry.aliases import rollback as registry_rollback
 from followrec.registry.gate import Decision, decide
 from followrec.registry.tracking import MODEL_NAME, registry_client, tracking_uri
@@ -41,6 +47,11 @@ def index_root(cfg: Config, run_dir: Path) -> Path:
 def client_for(cfg: Config, run_dir: Path) -> MlflowClient:
     """The registry the run registered its model in."""
     return registry_client(tracking_uri(cfg.mlflow.tracking_uri, run_dir))
+
+
+def model_dir_of(cfg: Config, run_dir: Path, version: str) -> Path:
+    """The weights registered as `version`, from the registry (cached in RUN/registered)."""
+    return registered_model_dir(client_for(cfg, run_dir), version, run_dir / "registered")
 
 
 def _registered(run_dir: Path) -> dict[str, Any]:
@@ -130,7 +141,8 @@ def build_index(
         atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
         return manifest
     manifest = build_index_version(
-        run_dir / "models" / registered["variant"],
+        model_dir_of(cfg, run_dir, version),
+        version,
         tables,
         root,
         version_name(version),
@@ -153,18 +165,23 @@ def validate_index(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         return built
     index_version = version_name(built["model_version"])
     out = index_checks(
-        index_root(cfg, run_dir), index_version, cfg.index.target_recall, built["count"]
+        index_root(cfg, run_dir),
+        index_version,
+        cfg.index.target_recall,
+        built["count"],
+        model_dir_of(cfg, run_dir, built["model_version"]),
     )
     atomic_write(run_dir / "index_validation.json", json.dumps(out, indent=2))
     return out
 
 
 def index_checks(
-    root: Path, index_version: str, target_recall: float, expected_count: int
+    root: Path, index_version: str, target_recall: float, expected_count: int, model_dir: Path
 ) -> dict[str, Any]:
-    """What an index must pass before it is published."""
+    """What an index must pass before it is published (model_dir: the registered weights
+    of the version it was built for)."""
     index, account_ids, manifest = load_version(root, index_version)
-    model = json.loads((Path(manifest["model_dir"]) / "model.json").read_text())
+    model = json.loads((Path(model_dir) / "model.json").read_text())
     dimension = model["train_config"]["output_dim"]
     probe = np.random.default_rng(0).standard_normal((4, index.d)).astype(np.float32)
     _, found = index.search(probe, min(10, index.ntotal))
@@ -277,7 +294,7 @@ def refresh_index(cfg: Config, run_dir: str | Path, tables: FeatureTables) -> di
     out = refresh_version(
         index_root(cfg, run_dir),
         str(champion.version),
-        champion.tags["index.version"],
+        model_dir_of(cfg, run_dir, str(champion.version)),
         tables,
         cfg.index,
     )
@@ -290,7 +307,11 @@ def validate_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     built = json.loads((run_dir / "refresh.json").read_text())
     out = index_checks(
-        index_root(cfg, run_dir), built["index_version"], cfg.index.target_recall, built["count"]
+        index_root(cfg, run_dir),
+        built["index_version"],
+        cfg.index.target_recall,
+        built["count"],
+        model_dir_of(cfg, run_dir, built["model_version"]),
     )
     atomic_write(run_dir / "refresh_validation.json", json.dumps(out, indent=2))
     return out

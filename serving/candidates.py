@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
-import yaml
 
 from followrec.core.errors import InputError
 from followrec.core.limits import MAX_K
@@ -218,24 +216,9 @@ class Recommender:
 
     def _model_dir(self, version: str) -> Path:
         """The registered version's weights, downloaded once from the MLflow registry."""
-        import mlflow
+        from followrec.registry.aliases import registered_model_dir
 
-        from followrec.registry.tracking import MODEL_NAME
-
-        target = self.run_dir / "serving" / "models" / f"v{version}"
-        if not (target / "MLmodel").exists():
-            client = self._client()
-            tmp = target.with_name(f".{target.name}.{threading.get_ident()}")
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=client.get_model_version_download_uri(MODEL_NAME, version),
-                dst_path=str(tmp),
-            )
-            if not target.exists():  # another worker may have finished first
-                Path(local).replace(target)
-            shutil.rmtree(tmp, ignore_errors=True)
-        mlmodel = yaml.safe_load((target / "MLmodel").read_text())
-        relative = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
-        return target / relative
+        return registered_model_dir(self._client(), version, self.run_dir / "registered")
 
     def _percentiles(self, account_ids: np.ndarray) -> np.ndarray:
         producer = pd.read_parquet(

@@ -4,10 +4,14 @@ training -> index refresh, then the training DAG again (idempotent re-run)."""
 import json
 import textwrap
 
+import numpy as np
+
+from followrec.cli import main
 from followrec.features import feature_store
-from followrec.indexing.store import load_published, read_pointer
+from followrec.indexing.store import load_published, load_version, read_pointer
 from followrec.registry.aliases import CHAMPION, alias_version
 from followrec.registry.tracking import registry_client
+from followrec.serving.candidates import vectors_of
 from tests.dags.conftest import DAGS, run_python
 
 RUN_DAG = """
@@ -89,8 +93,20 @@ def test_features_training_refresh_dags_and_idempotent_rerun(airflow_env, tmp_pa
     assert str(alias_version(client, CHAMPION).version) == "1"
     assert read_pointer(run / "indexes")["current"] == "model-v1"
 
+    # A weak challenger (one step) is trained, registered and rejected; it overwrites the
+    # run's training folder, but a refresh embeds with the champion's registered weights.
+    weak = ["--set", "train.max_steps=1", "--set", "baselines.sources=[popularity]"]
+    assert main(["training", "--run", str(run), "--quiet", *weak]) == 0
+    assert json.loads((run / "gate.json").read_text())["passed"] is False
+    assert str(alias_version(client, CHAMPION).version) == "1"
+
     refresh = run_dag(airflow_env, "followrec_index_refresh", {"run_dir": str(run)})
     assert succeeded(refresh, ["refresh_index", "validate_refresh", "publish_refresh"])
     current = read_pointer(run / "indexes")["current"]
     assert current.startswith("model-v1-refresh-")
     assert alias_version(client, CHAMPION).tags["index.version"] == current
+    # Same weights, same snapshot: the same producer vectors as the champion's own index.
+    refreshed, before = (load_version(run / "indexes", v) for v in (current, "model-v1"))
+    assert np.array_equal(vectors_of(refreshed[0]), vectors_of(before[0]))
+    assert np.array_equal(refreshed[1], before[1])
+    assert "model_dir" not in refreshed[2] and refreshed[2]["model_version"] == "1"

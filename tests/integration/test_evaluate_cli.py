@@ -191,6 +191,8 @@ def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path):
             "edgelist",
             "--edges",
             str(bad),
+            "--header",
+            "no",  # letter ids and no header line: auto would refuse to guess
             "--out",
             str(out),
         ],

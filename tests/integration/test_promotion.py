@@ -24,8 +24,8 @@ def status(run, capsys):
 
 def test_promote_reject_weak_challenger_and_roll_back(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["promote", "--run", str(run)]) == 2  # nothing registered yet
-    assert "registered.json" in capsys.readouterr().err
+    assert main(["promote", "--run", str(run)]) == 2  # no run here yet
+    assert "not a run folder" in capsys.readouterr().err and not run.exists()
 
     assert main([*EVALUATE, "--out", str(run), "--set", "train.epochs=2"]) == 0
     assert main(["promote", "--run", str(run)]) == 0
