@@ -353,12 +353,15 @@ def quiet_dependencies() -> None:
     Some dependency re-adds its own filters when imported, so the notices are dropped where
     they are shown rather than by a filter."""
     shown = warnings.showwarning
+    if getattr(shown, "drops_dependency_notices", False):
+        return  # installed by an earlier main() in this process
 
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
         if issubclass(category, NOTICES) and "site-packages" in str(filename):
             return
         shown(message, category, filename, lineno, file, line)
 
+    show.drops_dependency_notices = True
     warnings.showwarning = show
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # subprocesses
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # database set-up chatter
