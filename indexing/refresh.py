@@ -41,4 +41,4 @@ def refresh_version(
         cfg.kind,
         cfg.sample_users,
     )
-    return {**manifest, "model_version": model_version, "index_version": version}
+    return {**manifest, "index_version": version}  # the manifest names the model version

@@ -150,7 +150,6 @@ def build_index(
         cfg.index.kind,
         cfg.index.sample_users,
     )
-    manifest["model_version"] = version
     atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
     return manifest
 
