@@ -227,6 +227,13 @@ def als(ctx: GraphContext, users: np.ndarray, k: int, cfg: BaselineConfig) -> np
     return first_k_valid(ids, valid, k)
 
 
+def lightgcn(ctx: GraphContext, users: np.ndarray, k: int, cfg: BaselineConfig) -> np.ndarray:
+    """Graph collaborative filtering: LightGCN with BPR (torch_geometric), the graph peer."""
+    from followrec.evaluation.lightgcn import recommend
+
+    return recommend(ctx.follows, users, k, cfg, ctx.progress)
+
+
 def round_robin(lists: list[np.ndarray], k: int) -> np.ndarray:
     """Interleave ranked lists (rank 1 of each, then rank 2, ...), dropping repeats."""
     stacked = np.stack(lists, axis=2).reshape(len(lists[0]), -1)  # users x (K * sources)
@@ -245,6 +252,7 @@ SOURCES: dict[str, Callable[..., np.ndarray]] = {
     "friends_of_friends": friends_of_friends,
     "cofollow_cf": cofollow_cf,
     "als": als,
+    "lightgcn": lightgcn,
 }
 BLEND_OF = ("friends_of_friends", "cofollow_cf", "popularity")
 
