@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from feast.types import Array, Bool, Float32, Int64
+from feast.types import Array, Float32, Int64
 
 from followrec.features.feast_definitions import objects
 
-SCHEMA_VERSION = "c0041d90"
+SCHEMA_VERSION = "65fe5b37"
 COLUMNS = {
     "consumer": {
         "language": Int64,
@@ -27,6 +27,11 @@ COLUMNS = {
         "follows": Array(Int64),
         "engagement_count": Int64,
         "engaged_accounts": Int64,
+        # Account attributes (--nodes columns, Twitch's target file) reach both towers;
+        # categoricals as vocabulary codes (0 = unknown).
+        "views": Int64,
+        "partner": Int64,
+        "mature": Int64,
     },
     "producer": {
         "language": Int64,
@@ -41,8 +46,8 @@ COLUMNS = {
         "follower_same_language_share": Float32,
         "follower_top_topics": Array(Int64),
         "views": Int64,
-        "partner": Bool,
-        "mature": Bool,
+        "partner": Int64,
+        "mature": Int64,
     },
 }
 FEATURE_DIR = os.environ.get(

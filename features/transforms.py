@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from followrec.core.config import FeatureConfig
 from followrec.features.bags import bag_to_csr, csr_to_bag, group_to_bag
+from followrec.features.graph import row_top_k, spectral_embedding, truncated_rows, two_hop_bags
 
 UNKNOWN = "<unk>"
 ACTIVITY_EDGES = (0, 1, 3, 6, 21, 101)  # activity buckets: 0, 1-2, 3-5, 6-20, 21-100, 101+
@@ -112,19 +113,6 @@ def _history_bags(follows: pd.DataFrame, n: int, limit: int) -> tuple[np.ndarray
     return indptr, follows["followee_id"].to_numpy()[order][keep]
 
 
-def _row_top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k largest entries' column ids (ties by column id), as CSR."""
-    matrix = matrix.tocsr()
-    matrix.sort_indices()
-    row = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    order = np.lexsort((matrix.indices, -matrix.data, row))
-    starts = matrix.indptr[:-1]
-    rank = np.arange(len(order)) - starts[row[order]]
-    keep = rank < k
-    counts = np.minimum(np.diff(matrix.indptr), k)
-    return np.concatenate([[0], np.cumsum(counts)]), matrix.indices[order][keep].astype(np.int64)
-
-
 def build_features(
     accounts: pd.DataFrame,
     train_follows: pd.DataFrame,
@@ -185,7 +173,7 @@ def build_features(
     topic_m = sp.csr_matrix(
         (np.ones(len(t_val), dtype=np.float32), t_val, t_ptr), shape=(n, n_topics)
     )
-    top_ptr, top_ids = _row_top_k(followers_of @ topic_m, cfg.follower_top_topics)
+    top_ptr, top_ids = row_top_k(followers_of @ topic_m, cfg.follower_top_topics)
     created = accounts["created_at"]
     age_days = ((reference - created).dt.total_seconds() / 86400.0).fillna(0.0).clip(lower=0)
     producer = pd.DataFrame(
@@ -204,14 +192,59 @@ def build_features(
             "follower_top_topics": csr_to_bag(top_ptr, top_ids).to_numpy(),
         }
     )
-    for col, kind in (feature_kinds or {}).items():
-        if col in accounts.columns and col not in producer.columns:
-            producer[col] = accounts[col].to_numpy()
-            if kind == "categorical":
-                vocab[col] = fit_vocabulary(accounts[col])
+    _add_graph_features(consumer, producer, train_follows, follow_m, hist_ptr, hist_ids, cfg)
+    add_account_attributes(accounts, feature_kinds or {}, vocab, (consumer, producer))
     return FeatureTables(
         consumer=consumer, producer=producer, vocabularies=vocab, feature_timestamp=reference
     )
+
+
+def add_account_attributes(
+    accounts: pd.DataFrame,
+    feature_kinds: dict[str, str],
+    vocab: dict[str, list[str]],
+    tables: tuple[pd.DataFrame, ...],
+) -> None:
+    """Every extra account column (a `--nodes` attribute) into both tables: an account's
+    attribute describes it as a user and as a producer. Text categoricals are coded with
+    a fitted vocabulary (0 = unknown), numbers stay numbers, lists stay id bags."""
+    for col, kind in feature_kinds.items():
+        if col not in accounts.columns or any(col in t.columns for t in tables):
+            continue
+        values = accounts[col]
+        if kind == "categorical":
+            vocab[col] = fit_vocabulary(values)
+            values = pd.Series(encode(values, vocab[col]), index=values.index)
+        for table in tables:
+            table[col] = values.to_numpy()
+
+
+def _add_graph_features(
+    consumer: pd.DataFrame,
+    producer: pd.DataFrame,
+    train_follows: pd.DataFrame,
+    follow_m: sp.csr_matrix,
+    hist_ptr: np.ndarray,
+    hist_ids: np.ndarray,
+    cfg: FeatureConfig,
+) -> None:
+    """The optional graph features (off by default: see README, "Graph features"), each
+    a column only when its size setting is above 0."""
+    n = follow_m.shape[0]
+    if cfg.followers > 0:
+        reversed_follows = train_follows.rename(
+            columns={"follower_id": "followee_id", "followee_id": "follower_id"}
+        )
+        ptr, ids = _history_bags(reversed_follows, n, cfg.followers)
+        producer["followers"] = csr_to_bag(ptr, ids).to_numpy()
+    if cfg.two_hop > 0:
+        fanout = truncated_rows(hist_ptr, hist_ids, cfg.two_hop_fanout, n)
+        ptr, ids = two_hop_bags(fanout, cfg.two_hop)
+        consumer["two_hop"] = csr_to_bag(ptr, ids).to_numpy()
+    if cfg.graph_embedding_dim > 0:
+        rows, cols = spectral_embedding(follow_m, cfg.graph_embedding_dim, seed=0)
+        consumer["follows_svd"] = list(rows)
+        producer["followers_svd"] = list(cols)
 
 
 def _engagement_stats(engagements: pd.DataFrame | None, n: int) -> pd.DataFrame:

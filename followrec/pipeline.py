@@ -27,6 +27,7 @@ from followrec.core.layout import Layout
 from followrec.features import feature_store
 from followrec.features.contract import read_dataset, write_dataset
 from followrec.features.ingest import load_dataset, training_features
+from followrec.features.spec import build_schema, load_spec
 from followrec.features.split import split_dataset
 from followrec.features.transforms import FeatureTables
 
@@ -88,12 +89,16 @@ def validate_raw(cfg: Config, run: str | Path) -> dict[str, Any]:
 
 def build_feature_tables(cfg: Config, run: str | Path) -> dict[str, Any]:
     """Split the validated graph and build both towers' feature tables from the training
-    follows; written as the Feast sources with a manifest (schema version, snapshot time)."""
+    follows, check the tower spec against them, and write them as the Feast sources with a
+    manifest (schema version, snapshot time)."""
     layout = Layout(Path(run))
 
     def step() -> dict[str, Any]:
         ds = read_dataset(layout.staged_raw)
         tables = training_features(ds, split_dataset(ds, cfg.split), cfg)
+        # The tower spec is checked here, not minutes later in training: a feature it names
+        # that the tables lack (or of the wrong kind) fails this task naming the feature.
+        build_schema(load_spec(cfg.train.spec), tables)
         return feature_store.write_feature_tables(tables, layout.staged_features)
 
     return _timed(step)

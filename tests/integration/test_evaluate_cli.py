@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from followrec.cli import main
 from followrec.registry.tracking import registry_client
@@ -126,6 +127,16 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
         }
     )
     nodes.to_csv(tmp_path / "nodes.csv", index=False)
+    # README "Adding a feature": a text and a numeric node attribute named in both towers.
+    from followrec.features.spec import DEFAULT_SPEC
+
+    spec = {tower: list(feats) for tower, feats in DEFAULT_SPEC.items()}
+    for tower in ("consumer", "producer"):
+        spec[tower] += [
+            {"name": "partner", "kind": "categorical"},
+            {"name": "views", "kind": "dense", "transform": "log1p"},
+        ]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "run"
     code = main(
         [
@@ -145,11 +156,36 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
             "eval.two_tower=[two_tower]",
             "--set",
             "train.epochs=2",
+            "--set",
+            "train.min_steps=0",
+            "--set",
+            f"train.spec={tmp_path / 'spec.yaml'}",
         ]
     )
     assert code == 0
     report = check_report(out, 4385, SOURCES + ["two_tower"])
     assert (out / "models" / "two_tower" / "state_dict.pt").exists()
+    from followrec.training.model_io import load_model_dir
+
+    trained = load_model_dir(out / "models" / "two_tower")
+    for tower in ("consumer", "producer"):
+        named = {f["name"]: f for f in trained.schema[tower]}
+        # yes/no coded with a fitted vocabulary: unknown, "no", "yes"
+        assert named["partner"]["cardinality"] == 3
+        assert named["views"]["kind"] == "dense"
+    assert trained.vocabularies["partner"] == ["<unk>", "no", "yes"]
+    # The consumer tower reads the attribute: flipping it moves a user's embedding.
+    from followrec.core.config import load_config
+    from followrec.features.ingest import load_split_features
+
+    cfg = load_config(out / "config.yaml")
+    consumer = load_split_features(cfg, progress=False)[2].consumer.head(4).copy()
+    flipped = consumer.copy()
+    flipped["partner"] = 3 - flipped["partner"]
+    assert not np.allclose(
+        torch_embeddings(out / "models" / "two_tower", consumer),
+        torch_embeddings(out / "models" / "two_tower", flipped),
+    )
     assert report["dataset"]["load.undirected"] is True
     assert report["split"]["kind"] == "random_per_user"
 

@@ -50,6 +50,59 @@ def test_producer_features_aggregate_followers():
     assert p.loc[0, "follower_language_dist"].tolist() == [0, 0, 0]
 
 
+def test_graph_features_by_hand():
+    # 0 follows 1 (t=10), 2 (t=30), 3 (t=20); 1 follows 2; 4 follows 2; 2 follows 3 and 0.
+    ds = make_dataset(
+        [(0, 1), (0, 2), (0, 3), (1, 2), (4, 2), (2, 3), (2, 0)],
+        n=5,
+        times=[10, 30, 20, 40, 50, 60, 70],
+    )
+    cfg = FeatureConfig(followers=2, two_hop=3, two_hop_fanout=5, graph_embedding_dim=2)
+    t = build_features(ds.accounts, ds.follows, None, cfg)
+    p, c = t.producer.set_index("account_id"), t.consumer.set_index("user_id")
+    # Followers, most recent first, at most 2: 2 is followed by 4 (t=50), 1 (40), 0 (30).
+    assert p.loc[2, "followers"].tolist() == [4, 1]
+    assert p.loc[3, "followers"].tolist() == [2, 0]
+    assert p.loc[4, "followers"].tolist() == []
+    # Two-step paths from 0: 0->1->2, 0->2->3, 0->2->0 (itself: left out), 0->3 (none).
+    # 2 and 3 are reached once each (ties by id); 0 itself never.
+    assert c.loc[0, "two_hop"].tolist() == [2, 3]
+    # From 4: 4->2->3, 4->2->0.
+    assert c.loc[4, "two_hop"].tolist() == [0, 3]
+    # From 1: 1->2->0, 1->2->3; from 3 (follows nobody): empty.
+    assert c.loc[1, "two_hop"].tolist() == [0, 3]
+    assert c.loc[3, "two_hop"].tolist() == []
+    # Spectral embedding: one vector per account on each side, the same on a rebuild.
+    assert np.stack(c["follows_svd"]).shape == (5, 2)
+    again = build_features(ds.accounts, ds.follows, None, cfg)
+    assert np.array_equal(np.stack(c["follows_svd"]), np.stack(again.consumer["follows_svd"]))
+    assert np.array_equal(np.stack(p["followers_svd"]), np.stack(again.producer["followers_svd"]))
+
+
+def test_graph_features_are_off_by_default():
+    t = tables()
+    assert not {"two_hop", "follows_svd"} & set(t.consumer.columns)
+    assert not {"followers", "followers_svd"} & set(t.producer.columns)
+
+
+def test_two_hop_counts_paths_across_row_blocks():
+    import scipy.sparse as sp
+
+    from followrec.features.graph import two_hop_bags
+
+    rng = np.random.default_rng(0)
+    m = sp.csr_matrix((rng.random((60, 60)) < 0.1).astype(np.float32))
+    whole = two_hop_bags(m, 5)
+    blocked = two_hop_bags(m, 5, block_rows=7)
+    assert np.array_equal(whole[0], blocked[0]) and np.array_equal(whole[1], blocked[1])
+    dense = (m @ m).toarray()
+    np.fill_diagonal(dense, 0)
+    ptr, ids = whole
+    for user in range(60):
+        expected = sorted(np.flatnonzero(dense[user]), key=lambda a: (-dense[user, a], a))[:5]
+        assert ids[ptr[user] : ptr[user + 1]].tolist() == expected
+
+
 CONSUMER_EVENT_COLUMNS = ["follows", "recent_follows", "follow_count", "follow_count_bucket"]
 PAIRS = [(0, 1), (0, 2), (0, 3), (1, 2), (4, 2)]
 TIMES = [10, 30, 20, 40, 50]
