@@ -41,7 +41,12 @@ floors, target ANN recall, tracking URI, extra settings. Re-running a run is ide
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
     params={
         "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
-        "epochs": Param(8, type="integer", minimum=1),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="empty: auto (8 epochs, more on small graphs; the CLI's default)",
+        ),
         "ks": Param([10, 50, 100, 200], type="array"),
         "variants": Param(["two_tower"], type="array", description="two-tower variants"),
         "floor_recall_at_100": Param(0.0, type="number", minimum=0, maximum=1),

@@ -38,6 +38,10 @@ from followrec.training.towers import TwoTower
 
 log = logging.getLogger(__name__)
 HISTORY_BAGS = ("follows", "recent_follows")
+# Producer bags of the accounts that follow it: the training user is left out of its target's.
+FOLLOWER_BAGS = ("followers",)
+AUTO_EPOCHS = 8  # epochs when train.epochs is left to auto
+MAX_EPOCHS = 200  # bound on the extra epochs small graphs get from min_steps
 SPARSE_IDS_ABOVE = 200_000  # accounts; below it dense Adam on the id tables is faster
 OBJECTIVES = ("in_batch", "pointwise")
 
@@ -75,7 +79,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     checks = {
         "train.objective": cfg.objective in OBJECTIVES,
         "train.batch_size": cfg.batch_size >= 2,
-        "train.epochs": cfg.epochs >= 1,
+        "train.epochs": cfg.epochs is None or cfg.epochs >= 1,
         "train.learning_rate": cfg.learning_rate > 0,
         "train.temperature": cfg.temperature > 0,
         "train.history_dropout": 0 <= cfg.history_dropout < 1,
@@ -296,8 +300,8 @@ def _fit(
     progress: bool,
     on_epoch: Callable[[int, dict[str, float]], None] | None,
 ) -> TrainedModel:
-    """Epochs until tc.epochs, tc.max_steps or tc.patience epochs without a better
-    validation recall; the best epoch's weights are kept."""
+    """Epochs until tc.epochs (auto: see _more_epochs), tc.max_steps or tc.patience
+    epochs without a better validation recall; the best epoch's weights are kept."""
     model = trained.model
     consumer_t, producer_t = trained.tensors(tables)
     world, rank = _world()
@@ -314,7 +318,7 @@ def _fit(
     started = time.perf_counter()
     examples = 0
     step_seconds = 0.0
-    while state.epoch < tc.epochs and state.bad_epochs < tc.patience:
+    while state.bad_epochs < tc.patience and _more_epochs(state, tc):
         epoch_started = time.perf_counter()
         losses, seen = _epoch(
             step_module, optimizer, consumer_t, producer_t, data, tc, state, progress
@@ -362,6 +366,15 @@ def _fit(
     return trained
 
 
+def _more_epochs(state: TrainState, tc: TrainConfig) -> bool:
+    """Another epoch? An explicit tc.epochs is the count; auto runs AUTO_EPOCHS, then on
+    while fewer than tc.min_steps steps were taken (a small graph's epoch is a few dozen
+    steps: 8 of them left the towers under-trained on every Twitch language graph)."""
+    if tc.epochs is not None:
+        return state.epoch < tc.epochs
+    return state.epoch < AUTO_EPOCHS or (state.step < tc.min_steps and state.epoch < MAX_EPOCHS)
+
+
 def _epoch(
     step_module: torch.nn.Module,
     optimizer: Optimizer,
@@ -385,7 +398,7 @@ def _epoch(
     examples = 0
     bar = tqdm(
         range(steps_per_epoch),
-        desc=f"epoch {state.epoch + 1}/{tc.epochs}",
+        desc=f"epoch {state.epoch + 1}/{tc.epochs or 'auto'}",
         disable=not progress or rank > 0,
         unit="step",
         leave=False,
@@ -487,6 +500,16 @@ def _history_weights(
     return weights
 
 
+def _follower_weights(batch: dict[str, Any], users: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The follow being learned is not yet an edge the target's follower bag may show."""
+    weights = {}
+    for name in FOLLOWER_BAGS:
+        if name in batch:
+            flat, _, segment = batch[name]
+            weights[name] = (flat != users[segment]).float()
+    return weights
+
+
 def _step_loss(
     model: TwoTower,
     consumer_t: TowerTensors,
@@ -501,7 +524,8 @@ def _step_loss(
 ) -> torch.Tensor:
     cb = consumer_t.batch(u)
     user = model.consumer(cb, _history_weights(cb, v, tc, gen))
-    item = model.producer(producer_t.batch(v))
+    pb = producer_t.batch(v)
+    item = model.producer(pb, _follower_weights(pb, u))
     if tc.objective == "pointwise":
         # Random negatives drawn from one pool per batch: the producer tower runs on the
         # pool once instead of on every (positive, negative) pair.

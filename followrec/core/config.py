@@ -63,6 +63,11 @@ class FeatureConfig:
     recent_follows: int = 20  # length of the recent-follows id bag
     max_history: int = 200  # cap on the all-follows id bag
     follower_top_topics: int = 16  # producer: most common topics among followers
+    # Graph features, each off at 0 (measured not to pay on Twitch: README, "Graph features").
+    followers: int = 0  # producer `followers`: most recent followers (id bag), e.g. 50
+    two_hop: int = 0  # consumer `two_hop`: accounts most reached by 2-step paths, e.g. 50
+    two_hop_fanout: int = 30  # recent follows expanded per step of those paths
+    graph_embedding_dim: int = 0  # `follows_svd` / `followers_svd`: spectral embedding, e.g. 32
     reference_time: str | None = None  # account age is measured here; default: last event
 
 
@@ -77,12 +82,22 @@ class BaselineConfig:
         "cofollow_cf",
         "als",
         "blend",
-    )
+    )  # also "lightgcn": the graph peer, minutes on Twitch (benchmarks/quality.py adds it)
     cf_neighbours: int = 200  # item-item CF keeps this many neighbours per account
     als_factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
     als_alpha: float = 2.0
+    lightgcn_dim: int = 64
+    lightgcn_layers: int = 3
+    lightgcn_learning_rate: float = 0.005
+    lightgcn_batch_size: int = 16384
+    lightgcn_weight_decay: float = 1e-4
+    lightgcn_epochs: int = 80
+    lightgcn_min_epochs: int = 20  # no early stop before: BPR recall is flat at first
+    lightgcn_eval_every: int = 5
+    lightgcn_patience: int = 2
+    lightgcn_threads: int = 2
     seed: int = 11
 
 
@@ -95,7 +110,10 @@ class TrainConfig:
     embedding_dim: int = 64
     hidden: tuple[int, ...] = (256,)
     output_dim: int = 64
-    epochs: int = 8
+    # None (auto): at least 8 epochs, and on small graphs (few steps per epoch) on until
+    # min_steps steps; a number: exactly that many epochs. Early stopping applies to both.
+    epochs: int | None = None
+    min_steps: int = 3000
     batch_size: int = 1024
     learning_rate: float = 0.01
     weight_decay: float = 0.0
@@ -107,7 +125,7 @@ class TrainConfig:
         0.0  # sampled negatives ~ popularity^x: 0 uniform, >0 popular, <0 niche
     )
     history_dropout: float = 0.2  # drop a user's whole follow history (cold-start robustness)
-    item_dropout: float = 0.1  # drop single followed accounts from the history bag
+    item_dropout: float = 0.3  # drop single followed accounts from the history bag
     max_history: int = 50  # followed accounts fed to the consumer tower
     validation_fraction: float = 0.1  # of training follows, for early stopping
     validation_users: int = 3000

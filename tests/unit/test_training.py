@@ -158,3 +158,28 @@ def test_interaction_head_reranks_the_retrieved_candidates(tiny):
     for a, b in zip(recs["retrieval"], recs["rerank"]):
         assert sorted(a.tolist()) == sorted(b.tolist())  # same candidates, new order
     assert not np.array_equal(recs["retrieval"], recs["rerank"])
+
+
+def test_auto_epochs_train_small_graphs_until_min_steps_and_an_explicit_count_is_kept(tiny):
+    from followrec.training.train import AUTO_EPOCHS, TrainState, _more_epochs
+
+    def epochs_run(tc, steps_per_epoch):
+        state = TrainState()
+        while _more_epochs(state, tc):
+            state.epoch += 1
+            state.step += steps_per_epoch
+        return state.epoch
+
+    auto = TrainConfig(epochs=None, min_steps=100)
+    assert epochs_run(auto, 50) == AUTO_EPOCHS  # a big graph: 8 epochs are 400 steps
+    assert epochs_run(auto, 5) == 20  # a small one trains on to 100 steps
+    assert epochs_run(TrainConfig(epochs=3, min_steps=100), 5) == 3
+    # Through the real loop: 1,500 accounts at batch 4096 is a few steps per epoch.
+    ds, split = tiny
+    trained = train_two_tower(
+        ds,
+        split,
+        small_config(epochs=None, min_steps=40, patience=99, batch_size=4096),
+        progress=False,
+    )
+    assert len(trained.history) > AUTO_EPOCHS
