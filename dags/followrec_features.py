@@ -35,6 +35,7 @@ stay as they were. Params: the source, the run folder, the online store, extra s
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,  # one run at a time writes a run folder
     tags=["followrec", "features", "feast"],
     doc_md=DOC,
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},

@@ -30,6 +30,7 @@ retraining. It refuses when the snapshot has accounts the champion has no embedd
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,  # one run at a time writes a run folder
     tags=["followrec", "index"],
     doc_md=DOC,
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},

@@ -36,6 +36,7 @@ floors, target ANN recall, tracking URI, extra settings. Re-running a run is ide
     schedule=[FEATURES_ASSET],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,  # one run at a time writes a run folder
     tags=["followrec", "training", "mlflow"],
     doc_md=DOC,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},

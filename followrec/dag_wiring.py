@@ -21,6 +21,22 @@ def _step_task(name: str, outlets: list):  # noqa: ANN202 - an Airflow XComArg
     def run(**context) -> dict:  # noqa: ANN003
         from followrec import steps
 
-        return steps.run(name, context["params"])
+        params = steps.params_for_run(
+            context["params"],
+            (context.get("dag_run") and context["dag_run"].conf) or {},
+            _triggering_extras(context),
+        )
+        result = steps.run(name, params)
+        for asset in outlets:
+            # The Asset event names what it hands over, so a DAG it triggers on another
+            # host reads the same run folder and knows which snapshot it was given.
+            context["outlet_events"][asset].extra = steps.handoff(params)
+        return result
 
     return run()
+
+
+def _triggering_extras(context: dict) -> list[dict]:
+    """The `extra` of each Asset event that triggered this DAG run (none for a manual run)."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(event.extra or {}) for queue in events.values() for event in queue]

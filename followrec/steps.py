@@ -46,6 +46,29 @@ def config_from_params(params: dict[str, Any], fresh: bool = False) -> tuple[Con
     return load_config(base, overrides), run
 
 
+def params_for_run(
+    params: dict[str, Any], conf: dict[str, Any], triggering: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A DAG run's Params, with the run folder an Asset event handed over when the run was
+    triggered by that event and its trigger did not name a folder itself (the Param
+    default would otherwise point it at another folder than the features run filled)."""
+    handed = [extra for extra in triggering if extra.get("run_dir")]
+    if "run_dir" in conf or not handed:
+        return dict(params)
+    return {**params, "run_dir": handed[-1]["run_dir"]}
+
+
+def handoff(params: dict[str, Any]) -> dict[str, Any]:
+    """The `extra` of the features Asset event: the run folder and the feature snapshot
+    (the folder RUN/snapshot points at) that the features run published."""
+    run_dir = Path(params["run_dir"]).resolve()
+    snapshot = run_dir / "snapshot"
+    return {
+        "run_dir": str(run_dir),
+        "snapshot": snapshot.resolve().name if snapshot.is_symlink() else None,
+    }
+
+
 def run(task: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one DAG task's step with the DAG run's Params."""
     cfg, run_dir = config_from_params(params, fresh=task in FEATURES_STEPS)

@@ -26,6 +26,16 @@ print(json.dumps({{"state": str(run.state), "tasks": tasks}}))
 """
 
 
+LAST_ASSET_EVENT = """
+import json
+from airflow.models.asset import AssetEvent
+from airflow.utils.session import create_session
+with create_session() as session:
+    event = session.query(AssetEvent).order_by(AssetEvent.id.desc()).first()
+    print(json.dumps(None if event is None else dict(event.extra or {})))
+"""
+
+
 def run_dag(env, dag_id, conf):
     code = textwrap.dedent(RUN_DAG.format(dags=str(DAGS), dag_id=dag_id, conf=conf))
     return run_python(env, code)
@@ -57,6 +67,9 @@ def test_features_training_refresh_dags_and_idempotent_rerun(airflow_env, tmp_pa
     assert online["follow_count"].iloc[0] > 0 and len(online["follows"].iloc[0]) > 0
     assert online["follow_count"].isna().iloc[1]
     assert json.loads((run / "validation" / "raw.json").read_text())["success"]
+    # The Asset event hands over the run folder and the snapshot the features run published.
+    extra = run_python(airflow_env, LAST_ASSET_EVENT)
+    assert extra == {"run_dir": str(run.resolve()), "snapshot": (run / "snapshot").resolve().name}
 
     conf = {
         "run_dir": str(run),

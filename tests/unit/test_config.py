@@ -41,3 +41,15 @@ def test_bad_values_name_the_key(item, field):
     with pytest.raises(InputError) as err:
         load_config(None, [item])
     assert err.value.field == field
+
+
+def test_an_asset_triggered_run_takes_the_run_folder_its_event_handed_over():
+    from followrec.steps import params_for_run
+
+    params = {"run_dir": "runs/pipeline", "epochs": None}
+    handed = [{"run_dir": "/data/runs/a", "snapshot": "3f2a"}]
+    assert params_for_run(params, {}, handed)["run_dir"] == "/data/runs/a"
+    # A trigger that names its own folder keeps it; a manual run keeps the Param.
+    assert params_for_run(params, {"run_dir": "x"}, handed)["run_dir"] == "runs/pipeline"
+    assert params_for_run(params, {}, [])["run_dir"] == "runs/pipeline"
+    assert params_for_run(params, {}, [{"snapshot": "3f2a"}])["run_dir"] == "runs/pipeline"
