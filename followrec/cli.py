@@ -263,11 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
         "ui",
         formatter_class=raw,
         help="start the Airflow, MLflow and Feast UIs on localhost over a run",
-        description="Airflow UI on :8080 (AIRFLOW_HOME=RUN/airflow-home), MLflow UI on :5000\n"
-        "(RUN/mlflow.db) and Feast UI on :8888 (RUN/feast). Ctrl-C stops all three.",
+        description="Airflow UI on :8080 (api-server, scheduler, dag-processor and triggerer;\n"
+        "AIRFLOW_HOME=RUN/airflow-home, DAGs unpaused, a generated login printed once), MLflow\n"
+        "UI on :5000 (RUN/mlflow.db) and Feast UI on :8888 (RUN/feast), all on --host only.\n"
+        "Ctrl-C or SIGTERM stops every process they started.",
     )
     ui.add_argument("--run", default="runs/pipeline", help=run_help)
-    ui.add_argument("--host", default="127.0.0.1", help="bind address")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
+    )
+    for name, port in (("airflow", 8080), ("mlflow", 5000), ("feast", 8888)):
+        ui.add_argument(
+            f"--{name}-port", type=bounded(int, 1, 65535), default=port, help=f"{name} UI port"
+        )
     _add_config_args(ui)
 
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
@@ -498,7 +506,8 @@ def _serve(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
 def _ui(cfg: Config, args: argparse.Namespace, progress: bool) -> int:
     from followrec.ui import serve_uis
 
-    return serve_uis(cfg, Path(args.run), args.host)
+    ports = {"airflow": args.airflow_port, "mlflow": args.mlflow_port, "feast": args.feast_port}
+    return serve_uis(cfg, Path(args.run), args.host, ports)
 
 
 def _ingest(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
