@@ -180,3 +180,19 @@ def test_spec_with_a_mismatched_kind_fails_with_its_name():
         build_schema(parse_spec(tree), tables())
     with pytest.raises(InputError, match="consumer.language.kind"):
         parse_spec({**DEFAULT_SPEC, "consumer": [{"name": "language", "kind": "embedding"}]})
+
+
+@pytest.mark.parametrize("name", ["followers.yaml", "graph_bags.yaml", "graph_all.yaml"])
+def test_the_graph_feature_specs_match_tables_built_with_those_features(name):
+    from pathlib import Path
+
+    ds = make_dataset([(0, 1), (0, 2), (1, 2), (2, 0), (3, 2), (4, 0), (5, 1)], n=6)
+    cfg = FeatureConfig(followers=50, two_hop=50, graph_embedding_dim=2)
+    t = build_features(ds.accounts, ds.follows, None, cfg)
+    spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / "specs" / name)
+    schema = build_schema(spec, t)
+    kinds = {f["name"]: f["kind"] for f in schema["consumer"] + schema["producer"]}
+    assert kinds["followers"] == "id_bag"
+    # Without the features switched on, the same spec fails naming the missing column.
+    with pytest.raises(InputError, match="feature not in the"):
+        build_schema(spec, tables())
