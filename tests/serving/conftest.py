@@ -32,7 +32,7 @@ TRAIN = [
 
 @pytest.fixture(scope="package")
 def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
-    """Features for PTBR; model v1 (a few steps) then v2 (two epochs), which is promoted, so
+    """Features for PTBR; model v1 (a few steps) then v2 (six epochs), which is promoted, so
     v1 stays as the previous champion with its own published index."""
     run = tmp_path_factory.mktemp("serving") / "run"
     os.environ["FOLLOWREC_REDIS_PASSWORD"] = PLANTED_PASSWORD
@@ -49,7 +49,7 @@ def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
                 str(run),
                 *TRAIN,
                 "--set",
-                "train.epochs=2",
+                "train.epochs=6",
                 "--set",
                 "train.max_steps=null",
             ]
