@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +77,15 @@ class Pair:
     percentile: np.ndarray  # follower-count percentile by index row
     service: Any  # the Feast FeatureService the consumer tower reads
 
-    @cached_property
-    def rows(self) -> pd.Index:
-        """Account id -> index row (a hash index, built once per pair)."""
-        return pd.Index(self.account_ids)
+    rows: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Account id -> index row. Built, hash table included, before the pair is shared:
+        # pandas builds an Index's hash table lazily and not thread-safely, and requests
+        # racing on a fresh pair after a swap got "Reindexing only valid with uniquely
+        # valued Index objects" (a 500).
+        self.rows = pd.Index(self.account_ids)
+        self.rows.get_indexer(self.rows[:1])
 
     @property
     def versions(self) -> tuple[str, str]:
