@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from followrec.core.config import BaselineConfig
+from followrec.core.search import exclusions, search_excluding
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 2048  # users scored at a time (chunk x accounts floats)
@@ -48,25 +49,23 @@ def _top_k(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     users: np.ndarray,
-    excluded: sp.csr_matrix,
+    follows: sp.csr_matrix,
     k: int,
 ) -> np.ndarray:
-    """Exact inner-product top k per user, minus the user and the rows of `excluded`."""
+    """Exact inner-product top k per user, never the user or what they follow (the
+    project's one exclusion-aware search)."""
+
+    def search(queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        top = torch.topk(torch.from_numpy(queries) @ item_emb.T, depth, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
     out = np.empty((len(users), k), dtype=np.int64)
-    k_eff = min(k, item_emb.shape[0])
     for lo in range(0, len(users), SCORE_CHUNK):
         u = users[lo : lo + SCORE_CHUNK]
-        scores = user_emb[torch.from_numpy(u)] @ item_emb.T
-        block = excluded[u].tocoo()
-        scores[
-            torch.from_numpy(block.row.astype(np.int64)), torch.from_numpy(block.col)
-        ] = -torch.inf
-        scores[torch.arange(len(u)), torch.from_numpy(u)] = -torch.inf
-        top = torch.topk(scores, k_eff, dim=1)
-        ids = top.indices.numpy().astype(np.int64)
-        ids[~torch.isfinite(top.values).numpy()] = -1
-        out[lo : lo + len(u), :k_eff] = ids
-        out[lo : lo + len(u), k_eff:] = -1
+        queries = user_emb[torch.from_numpy(u)].numpy()
+        out[lo : lo + len(u)] = search_excluding(
+            search, queries, exclusions(follows, u), k, len(item_emb)
+        )[0]
     return out
 
 
