@@ -278,6 +278,62 @@ def build_parser() -> argparse.ArgumentParser:
         )
     _add_config_args(ui)
 
+    exp = sub.add_parser(
+        "experiment",
+        formatter_class=raw,
+        help="online experiments: create, report, decide (canary), stop, list",
+        description="An experiment splits users at random (a hash of salt and user id) into\n"
+        "arms served by the live service: `champion`, a registered version (v3), or the\n"
+        "legacy `blend` of narrow sources. Served lists and events are logged to the\n"
+        "experiment store (experiments.store; SQLite under RUN/experiments by default).\n"
+        "  create NAME --arm control=blend:0.5 --arm treatment=champion:0.5\n"
+        "  create NAME --canary v4 --share 0.05     (control: champion, canary arm: v4)\n"
+        "  report NAME [--json OUT]   lift with 95% CIs, SRM check; logged to MLflow\n"
+        "  decide NAME                canary: roll back on a failed guardrail, or promote\n"
+        "  stop NAME | list",
+    )
+    exp.add_argument("action", choices=["create", "report", "decide", "stop", "list"])
+    exp.add_argument("name", nargs="?", help="the experiment (letters, digits, _ . -)")
+    exp.add_argument("--run", default="runs/pipeline", help=run_help)
+    exp.add_argument(
+        "--arm", action="append", default=[], metavar="NAME=TARGET:SHARE",
+        help="an arm (create): TARGET is champion, blend or vN; shares sum to 1",
+    )  # fmt: skip
+    exp.add_argument("--control", help="the arm the others are compared with (default: first)")
+    exp.add_argument("--canary", metavar="VERSION", help="create a canary of this version")
+    exp.add_argument(
+        "--share", type=bounded(float, 0.0001, 0.5), default=0.05, help="the canary's share"
+    )
+    exp.add_argument(
+        "--min-users",
+        type=count,
+        help="planned users per arm (default experiments.min_users_per_arm)",
+    )
+    exp.add_argument("--json", metavar="OUT", help="report: also write the report here")
+    _add_config_args(exp)
+
+    sim = sub.add_parser(
+        "simulate",
+        formatter_class=raw,
+        help="drive the live service with a simulated population (synthetic runs)",
+        description="Users of the run's synthetic graph request candidates over HTTP, see\n"
+        "them with a position bias, follow with their true probability, sometimes unfollow,\n"
+        "and post those events back. Starts `followrec serve` on loopback unless --url.",
+    )
+    sim.add_argument("--run", default="runs/pipeline", help=run_help)
+    sim.add_argument("--experiment", help="the experiment expected to be running (checked)")
+    sim.add_argument("--users", type=count, default=1000, help="simulated users")
+    sim.add_argument("--seed", type=bounded(int, 0), default=0, help="population seed")
+    sim.add_argument("--url", help="a running service (default: start one on loopback)")
+    sim.add_argument("--k", type=bounded(int, 1, MAX_K), default=20, help="list length")
+    sim.add_argument("--sessions", type=count, default=1, help="requests per user")
+    sim.add_argument("--concurrency", type=bounded(int, 1, 64), default=8, help="client threads")
+    sim.add_argument(
+        "--max-seconds", type=bounded(float, 1), default=1800.0, help="stop starting users after"
+    )
+    sim.add_argument("--json", metavar="OUT", help="write the summary here")
+    _add_config_args(sim)
+
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_data_args(conf)
     _add_config_args(conf)
@@ -436,7 +492,12 @@ def _promote(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
 def _status(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     from followrec.registry import promote
 
-    out = promote.status(cfg, existing_run(args.run))
+    run = existing_run(args.run)
+    out = promote.status(cfg, run)
+    if cfg.experiments.store or (run / "experiments" / "experiments.db").exists():
+        from followrec.evaluation import online
+
+        out["experiments"] = online.summary(cfg, run)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -447,6 +508,14 @@ def _status(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     )
     for v in out["versions"]:
         print(f"  v{v['version']}: {v['decision']} {v['metrics']}")
+    for item in out.get("experiments", []):
+        print(f"experiment {item['name']}: {item['status']} {item['arms']}"
+              + (f" ({item['reason']})" if item["reason"] else ""))  # fmt: skip
+        for c in item["follow_through"] or []:
+            if c["lift"] is not None:
+                interval = f"[{c['ci_low']:+.2%}, {c['ci_high']:+.2%}]"
+                print(f"  {c['treatment']} vs {c['control']} follow-through {c['lift']:+.2%} "
+                      f"{interval} p={c['p_value']:.3g}")  # fmt: skip
 
 
 def _rollback(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
@@ -521,6 +590,105 @@ def _ingest(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+def _experiment(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.evaluation import online
+    from followrec.evaluation.exposures import CHAMPION, Arm, parse_arm
+
+    run = existing_run(args.run)
+    if args.action == "list":
+        for item in online.summary(cfg, run):
+            print(f"{item['name']}: {item['status']} {item['arms']}"
+                  + (f" ({item['reason']})" if item["reason"] else ""))  # fmt: skip
+        return
+    if not args.name:
+        raise InputError("name the experiment", field="name")
+    if args.action == "create":
+        if args.canary:
+            version = args.canary.lstrip("v")
+            arms = [
+                Arm("control", 1 - args.share, CHAMPION),
+                Arm("canary", args.share, f"v{version}"),
+            ]
+            control, canary = "control", "canary"
+        else:
+            arms = [parse_arm(text) for text in args.arm]
+            control, canary = args.control or (arms[0].name if arms else ""), None
+        exp = online.create(cfg, run, args.name, arms, control, canary, args.min_users, progress)
+        print(f"experiment {exp.name} running: " + ", ".join(
+            f"{a.name}={a.target} {a.share:.1%}" for a in exp.arms))  # fmt: skip
+        print(f"the service picks it up within {cfg.experiments.poll_seconds:g} s")
+    elif args.action == "report":
+        rep = online.report(cfg, run, args.name)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
+        _print_report(rep)
+    elif args.action == "decide":
+        out = online.decide(cfg, run, args.name)
+        print(f"{args.name}: {out['action']}")
+        for reason in out["reasons"]:
+            print(f"  - {reason}")
+    elif args.action == "stop":
+        exp = online.stop(cfg, run, args.name)
+        print(f"experiment {exp.name}: {exp.status}")
+
+
+def _print_report(rep: dict[str, Any]) -> None:
+    print(f"experiment {rep['experiment']} ({rep['status']}), control {rep['control']}")
+    for arm, v in rep["arms"].items():
+        ftr = v["follow_through_rate"]
+        print(f"  {arm:12s} {v['target']:9s} users {v['users']:7d}  impressions "
+              f"{v['impressions']:8d}  follows {v['follows']:6d}  follow-through "
+              f"{'-' if ftr is None else f'{ftr:.4f}'}")  # fmt: skip
+    for c in rep["comparisons"]:
+        if c["lift"] is None:
+            continue
+        mark = "significant" if c["significant"] else "not significant"
+        print(f"  {c['treatment']} vs {c['control']} {c['metric']}: {c['lift']:+.2%} "
+              f"[{c['ci_low']:+.2%}, {c['ci_high']:+.2%}] p={c['p_value']:.3g} {mark}")  # fmt: skip
+    if rep["srm_p_value"] is not None:
+        print(f"  sample-ratio check p = {rep['srm_p_value']:.3g}")
+    for warning in rep["warnings"]:
+        print(f"  warning: {warning}")
+
+
+def _simulate(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec.core.secrets import secret
+    from followrec.evaluation import online
+    from followrec.evaluation.simulate import Behaviour, ground_truth, simulate
+
+    run = existing_run(args.run)
+    truth = ground_truth(cfg, run)
+    if args.experiment:
+        live = online.open_store(cfg, run).live()
+        if live is None or live.name != args.experiment:
+            raise InputError(
+                f"not the running experiment (running: {live.name if live else 'none'})",
+                field="--experiment",
+                value=args.experiment,
+            )
+    behaviour = Behaviour(k=args.k, sessions=args.sessions)
+
+    def run_against(url: str) -> dict[str, Any]:
+        return simulate(url, truth, args.users, args.seed, behaviour, args.concurrency,
+                        args.max_seconds, secret("FOLLOWREC_API_KEY"), progress)  # fmt: skip
+
+    if args.url:
+        out = run_against(args.url)
+    else:
+        from followrec.serving import launch
+
+        with launch.running_service(run, *[f"--set={s}" for s in args.set]) as url:
+            out = run_against(url)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k != "error_samples"}, indent=2))
+    if out["errors"]:
+        print(f"followrec: {out['errors']} users hit errors: {out['error_samples'][:3]}",
+              file=sys.stderr)  # fmt: skip
+
+
 COMMANDS: dict[str, Command] = {
     "config": _config,
     "evaluate": _evaluate,
@@ -536,6 +704,8 @@ COMMANDS: dict[str, Command] = {
     "serving-report": _serving_report,
     "serve": _serve,
     "ui": _ui,
+    "experiment": _experiment,
+    "simulate": _simulate,
     "ingest": _ingest,
     "generate": _ingest,
 }

@@ -272,6 +272,20 @@ def publish_refresh(cfg: Config, run: str | Path) -> dict[str, Any]:
     return step.publish_refresh(cfg, run)
 
 
+def experiment_report(cfg: Config, run: str | Path) -> dict[str, Any]:
+    """Report the running experiment (or experiments.name): JSON and MLflow."""
+    from followrec.evaluation import online
+
+    return online.report_step(cfg, run)
+
+
+def experiment_decide(cfg: Config, run: str | Path) -> dict[str, Any]:
+    """Decide a running canary: roll it back, promote it, or let it run."""
+    from followrec.evaluation import online
+
+    return online.decide_step(cfg, run)
+
+
 # Step name -> function; the DAG tasks and `followrec step NAME` both dispatch through it.
 STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": ingest,
@@ -290,6 +304,8 @@ STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "refresh_index": refresh_index,
     "validate_refresh": validate_refresh,
     "publish_refresh": publish_refresh,
+    "experiment_report": experiment_report,
+    "experiment_decide": experiment_decide,
 }
 PROGRESS_STEPS = {"ingest", "train", "evaluate", "build_index"}
 

@@ -21,4 +21,5 @@ TRAINING_STEPS = (
     "promote",
 )
 REFRESH_STEPS = ("refresh_index", "validate_refresh", "publish_refresh")
-ALL_STEPS = FEATURES_STEPS + TRAINING_STEPS + REFRESH_STEPS
+EXPERIMENT_STEPS = ("experiment_report", "experiment_decide")
+ALL_STEPS = FEATURES_STEPS + TRAINING_STEPS + REFRESH_STEPS + EXPERIMENT_STEPS

@@ -26,6 +26,7 @@ SETTINGS = {
     "floor_map_at_100": "gate.floor_map_at_100",
     "target_ann_recall": "index.target_recall",
     "tracking_uri": "mlflow.tracking_uri",
+    "experiment": "experiments.name",
 }
 LIST_PARAMS = {"twitch_languages", "ks", "variants"}
 

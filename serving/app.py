@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from followrec.core.errors import InputError
 from followrec.core.limits import MAX_ACCOUNT_ID, MAX_K
+from followrec.evaluation.exposures import CHAMPION, LEGACY_BLEND
 from followrec.serving.candidates import Options, Recommender
+from followrec.serving.experiments import Assignment, Experiments, ExposureLog
 from followrec.serving.metrics import Metrics
 
 log = logging.getLogger("followrec.serving")
@@ -89,9 +91,19 @@ class Service:
     metrics, the API key and the champion poller."""
 
     def __init__(
-        self, factory: Any, api_key: str | None, admin_key: str | None, poll_seconds: float
+        self,
+        factory: Any,
+        api_key: str | None,
+        admin_key: str | None,
+        poll_seconds: float,
+        experiments_factory: Any = None,
+        experiment_poll_seconds: float = 2.0,
     ) -> None:
         self.factory = factory
+        self.experiments_factory = experiments_factory
+        self.experiment_poll_seconds = experiment_poll_seconds
+        self.experiments: Experiments | None = None
+        self.exposures: ExposureLog | None = None
         self.api_key = api_key
         self.admin_key = admin_key
         self.poll_seconds = poll_seconds
@@ -113,6 +125,30 @@ class Service:
             log.info("serving", extra={"fields": {"versions": list(rec.pair.versions)}})
         if self.poll_seconds > 0:
             threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+        if self.experiments_factory is not None:
+            try:
+                self.experiments, self.exposures = self.experiments_factory()
+            except Exception:  # candidates still serve; no arm, nothing logged
+                log.exception("experiments are off: the experiment store could not be opened")
+            else:
+                threading.Thread(
+                    target=self._poll_experiments, name="experiment-poller", daemon=True
+                ).start()
+
+    def _poll_experiments(self) -> None:
+        while not self.stop.wait(self.experiment_poll_seconds):
+            if self.experiments is not None:
+                self.experiments.reload()
+
+    def close(self) -> None:
+        """Stop the pollers and write what the exposure log still holds."""
+        self.stop.set()
+        if self.exposures is not None:
+            self.exposures.close()
+
+    def assign(self, user_id: int) -> Assignment | None:
+        """The user's experiment arm, when an experiment runs."""
+        return self.experiments.assign(user_id) if self.experiments is not None else None
 
     def _poll(self) -> None:
         while not self.stop.wait(self.poll_seconds):
@@ -231,9 +267,43 @@ def user_candidates(
     """Candidates for a user: online features, consumer tower, index search, filters
     (self, followed, blocked, removed), then the optional re-rank."""
     options = Options(k=k, popularity_discount=popularity_discount, diversity=diversity)
-    result = rec.recommend(user_id, options)
+    assignment = svc.assign(user_id)
+    result, assignment = _serve_arm(svc, rec, user_id, options, assignment)
     _record(request, svc.metrics, result)
-    return result.to_dict()
+    body = result.to_dict()
+    request_id = request.state.request_id
+    body["request_id"] = request_id
+    if assignment is not None:
+        body["experiment"] = {"name": assignment.experiment, "arm": assignment.arm.name}
+        svc.metrics.count("followrec_arm_requests_total", arm=assignment.arm.name)
+    if svc.exposures is not None:
+        svc.exposures.impression(
+            request_id,
+            user_id,
+            assignment,
+            result.model_version,
+            result.index_version,
+            result.account_ids,
+        )
+    return body
+
+
+def _serve_arm(
+    svc: Service, rec: Recommender, user_id: int, options: Options, assignment: Assignment | None
+) -> tuple[Any, Assignment | None]:
+    """The candidates of the user's arm: the champion, another model version, or the
+    legacy blend table."""
+    if assignment is None or assignment.arm.target == CHAMPION:
+        return rec.recommend(user_id, options), assignment
+    if assignment.arm.target == LEGACY_BLEND:
+        try:
+            ranked = svc.experiments.blend(user_id)  # type: ignore[union-attr]
+        except FileNotFoundError:
+            log.error("the blend arm has no table; serving the champion outside the experiment")
+            return rec.recommend(user_id, options), None
+        return rec.recommend_list(user_id, ranked, options), assignment
+    pair = rec.pair_for(str(assignment.arm.model_version))
+    return rec.recommend(user_id, options, pair), assignment
 
 
 @candidates.post("/v1/candidates")
@@ -255,6 +325,8 @@ def post_event(svc: Svc, rec: Rec, event: Event) -> dict[str, Any]:
     source) or block/unblock; the user's next request reflects it."""
     out = rec.apply_event(event.model_dump())
     svc.metrics.count("followrec_events_total", type=event.type)
+    if svc.exposures is not None:
+        svc.exposures.event(event.user_id, event.type, event.account_id)
     return out
 
 
@@ -363,7 +435,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the champion at start-up; stop the poller at shutdown."""
     app.state.service.start()
     yield
-    app.state.service.stop.set()
+    app.state.service.close()
 
 
 def create_app(
@@ -372,6 +444,8 @@ def create_app(
     poll_seconds: float = 10.0,
     admin_key: str | None = None,
     max_body_bytes: int = 65_536,
+    experiments_factory: Any = None,
+    experiment_poll_seconds: float = 2.0,
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
     polled every `poll_seconds` (0 = never) and swapped in when it moves. Request bodies
@@ -382,7 +456,14 @@ def create_app(
         description="Who-to-follow candidates from the two-tower champion.",
         lifespan=lifespan,
     )
-    app.state.service = Service(recommender_factory, api_key, admin_key, poll_seconds)
+    app.state.service = Service(
+        recommender_factory,
+        api_key,
+        admin_key,
+        poll_seconds,
+        experiments_factory,
+        experiment_poll_seconds,
+    )
     app.middleware("http")(access_log)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for error, handler in (

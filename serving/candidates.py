@@ -155,6 +155,7 @@ class Recommender:
         # Made only once a champion serves: a failed start leaves nothing behind.
         self.moderation = Moderation(self.run_dir / "serving" / "moderation.db")
         self._new_users: set[int] = set()  # created by events; bounded by max_new_users
+        self._arm_pairs: dict[str, Pair] = {}  # experiment arms' versions other than champion
 
     # ------------------------------------------------------------------ pair and swap
 
@@ -284,11 +285,35 @@ class Recommender:
 
     # ------------------------------------------------------------------ candidates
 
-    def recommend(self, user_id: int, options: Options | int = 100) -> Candidates:
+    def pair_for(self, model_version: str) -> Pair:
+        """The champion's pair, or another registered version with its own index (an
+        experiment arm); loaded once and kept."""
+        from followrec.indexing.store import version_name
+
+        pair = self.pair
+        if pair.model_version == model_version:
+            return pair
+        with self._swap_lock:
+            if model_version not in self._arm_pairs:
+                try:
+                    self._arm_pairs[model_version] = self.load_pair(
+                        model_version, version_name(model_version)
+                    )
+                except (PairRefused, InputError, FileNotFoundError) as exc:
+                    raise InputError(
+                        f"the experiment arm's model cannot serve: {exc}",
+                        field="arm",
+                        value=f"v{model_version}",
+                    ) from None
+            return self._arm_pairs[model_version]
+
+    def recommend(
+        self, user_id: int, options: Options | int = 100, pair: Pair | None = None
+    ) -> Candidates:
         """Top k for a user by id; an unknown user is served as a cold start."""
         options = Options(k=options) if isinstance(options, int) else options
         options.check()
-        pair = self.pair
+        pair = pair or self.pair
         started = time.perf_counter()
         cached = self.cache.get(user_id, (options, pair.versions))
         if cached is not None:
@@ -305,6 +330,27 @@ class Recommender:
             ]
         self.cache.put(user_id, (options, pair.versions), out)
         return out
+
+    def recommend_list(self, user_id: int, ranked: np.ndarray, options: Options) -> Candidates:
+        """Serve a precomputed ranked list (the legacy blend arm) through the same filters:
+        what the user follows now, blocked and removed accounts, the user."""
+        options.check()
+        started = time.perf_counter()
+        frame, _ = self.online_row(user_id)
+        excluded = set(_bag(frame, "follows").tolist()) | self.moderation.removed()
+        excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
+        kept = [int(a) for a in ranked if a >= 0 and int(a) not in excluded][: options.k]
+        seconds = time.perf_counter() - started
+        return Candidates(
+            user_id=user_id,
+            account_ids=kept,
+            scores=[1.0 / (1 + i) for i in range(len(kept))],
+            retrieval_scores=[1.0 / (1 + i) for i in range(len(kept))],
+            model_version="blend",
+            index_version="blend",
+            cold_start=False,
+            seconds={"features": seconds, "total": seconds},
+        )
 
     def recommend_profile(self, profile: dict[str, Any], options: Options) -> Candidates:
         """Top k for an onboarding profile (language, country, interests, follows), merged

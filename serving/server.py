@@ -29,6 +29,8 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
         sc,
         "must not be negative",
     )
+    ec = cfg.experiments
+    require({"experiments.poll_seconds": ec.poll_seconds > 0}, ec, "must be positive")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import torch
 
@@ -40,7 +42,20 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
         admin_key=secret("FOLLOWREC_ADMIN_API_KEY"),
         poll_seconds=sc.poll_seconds,
         max_body_bytes=sc.max_body_bytes,
+        experiments_factory=(
+            (lambda: open_experiments(cfg, run_dir)) if cfg.experiments.log_exposures else None
+        ),
+        experiment_poll_seconds=cfg.experiments.poll_seconds,
     )
+
+
+def open_experiments(cfg: Config, run_dir: str | Path) -> tuple[Any, Any]:
+    """The running experiment's reader and the exposure log, on the configured store."""
+    from followrec.evaluation.exposures import ExperimentStore, store_url
+    from followrec.serving.experiments import Experiments, ExposureLog
+
+    store = ExperimentStore(store_url(cfg.experiments.store, Path(run_dir)))
+    return Experiments(store, Path(run_dir)), ExposureLog(store)
 
 
 def is_loopback(host: str) -> bool:

@@ -216,6 +216,22 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """Online experiments: where definitions and exposure logs live, how results are read."""
+
+    store: str | None = None  # SQLAlchemy URL; default: sqlite under RUN/experiments
+    poll_seconds: float = 2.0  # how often the service rereads the definitions
+    attribution_hours: float = 24.0  # a follow counts for an impression shown this soon before
+    retention_days: float = 7.0  # a follow is retained when not unfollowed this soon after
+    alpha: float = 0.05  # significance level of every comparison
+    min_users_per_arm: int = 1000  # planned sample size; earlier reads carry a warning
+    guardrail_max_drop: float = 0.0  # roll a canary back when follow-through is significantly
+    # below control by more than this relative drop (0: any significant drop)
+    name: str | None = None  # the experiment the report/decide steps read; default: all live
+    log_exposures: bool = True  # the service logs served lists and events (off: no arms)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -232,6 +248,7 @@ class Config:
     feast: FeastConfig = field(default_factory=FeastConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), for YAML/JSON/MLflow params."""

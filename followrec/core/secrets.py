@@ -13,7 +13,12 @@ from followrec.core.errors import InputError
 
 SECRETS_FILE = "FOLLOWREC_SECRETS_FILE"  # KEY=VALUE lines, e.g. FOLLOWREC_API_KEY=...
 # Settings that are connection strings and may carry a password.
-CONNECTION_FIELDS = ("mlflow.tracking_uri", "feast.registry", "feast.redis_connection")
+CONNECTION_FIELDS = (
+    "mlflow.tracking_uri",
+    "feast.registry",
+    "feast.redis_connection",
+    "experiments.store",
+)
 _URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:]*:(?P<password>[^@/]*)@", re.I)
 _KEY_PASSWORD = re.compile(r"(?:^|,)\s*password=(?P<password>[^,]*)", re.I)
 _REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")

@@ -1,0 +1,148 @@
+"""Experiment arms on the live service and the exposure log.
+
+The running experiment's definition is reread from the store every few seconds (a change
+needs no restart); a user's arm is a hash of (salt, user id), the same in every replica.
+Served lists and events go through a bounded in-memory queue to a writer thread that
+inserts them in batches, so a request never waits on the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from followrec.evaluation.experiments import BLEND_FILE
+from followrec.evaluation.exposures import Arm, Experiment, ExperimentStore
+
+log = logging.getLogger("followrec.serving")
+FLUSH_SECONDS = 0.2
+BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Assignment:
+    experiment: str
+    arm: Arm
+
+
+class ExposureLog:
+    """Impressions and events, written by one background thread in batches. `close()`
+    drains what is queued (the service calls it at shutdown)."""
+
+    def __init__(self, store: ExperimentStore, capacity: int = 100_000) -> None:
+        self.store = store
+        self.queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(capacity)
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._drain, name="exposure-log", daemon=True)
+        self._thread.start()
+
+    def impression(
+        self,
+        request_id: str,
+        user_id: int,
+        assignment: Assignment | None,
+        model_version: str | None,
+        index_version: str | None,
+        account_ids: list[int],
+    ) -> None:
+        self._put(
+            "impression",
+            {
+                "request_id": request_id,
+                "ts": dt.datetime.now(dt.UTC),
+                "user_id": int(user_id),
+                "experiment": assignment.experiment if assignment else None,
+                "arm": assignment.arm.name if assignment else None,
+                "model_version": model_version,
+                "index_version": index_version,
+                "account_ids": json.dumps(account_ids),
+            },
+        )
+
+    def event(self, user_id: int, kind: str, account_id: int) -> None:
+        self._put(
+            "event",
+            {
+                "ts": dt.datetime.now(dt.UTC),
+                "user_id": int(user_id),
+                "type": kind,
+                "account_id": int(account_id),
+            },
+        )
+
+    def _put(self, kind: str, row: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait((kind, row))
+        except queue.Full:  # the database is down or slow: serving goes on, the loss is counted
+            self.dropped += 1
+
+    def _drain(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[tuple[str, dict[str, Any]] | None] = []
+            try:
+                batch.append(self.queue.get(timeout=FLUSH_SECONDS))
+                while len(batch) < BATCH:
+                    batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            stop = None in batch
+            rows = [b for b in batch if b is not None]
+            if rows:
+                self._write(rows)
+
+    def _write(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        impressions = [r for kind, r in rows if kind == "impression"]
+        events = [r for kind, r in rows if kind == "event"]
+        try:
+            self.store.log_impressions(impressions)
+            self.store.log_events(events)
+            self.written += len(rows)
+        except Exception:
+            self.dropped += len(rows)
+            log.exception("exposure log write failed", extra={"fields": {"rows": len(rows)}})
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the writer."""
+        self.queue.put(None)
+        self._thread.join(timeout)
+
+
+class Experiments:
+    """The running experiment (reread every `poll_seconds`) and the blend table."""
+
+    def __init__(self, store: ExperimentStore, run_dir: Path) -> None:
+        self.store = store
+        self.blend_path = Path(run_dir) / "experiments" / BLEND_FILE
+        self._blend: np.ndarray | None = None
+        self.current: Experiment | None = None
+        self.reload()
+
+    def reload(self) -> Experiment | None:
+        try:
+            self.current = self.store.live()
+        except Exception:  # keep the last definition when the store blips
+            log.exception("could not read the experiment definitions")
+        return self.current
+
+    def assign(self, user_id: int) -> Assignment | None:
+        exp = self.current
+        if exp is None:
+            return None
+        return Assignment(exp.name, exp.arm_for(user_id))
+
+    def blend(self, user_id: int) -> np.ndarray:
+        """The user's precomputed blend list (ids, -1 padded); empty for unknown users."""
+        if self._blend is None:
+            self._blend = np.load(self.blend_path, mmap_mode="r")
+        if 0 <= user_id < len(self._blend):
+            return np.asarray(self._blend[user_id])
+        return np.empty(0, dtype=np.int64)
