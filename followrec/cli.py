@@ -719,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_dependencies()
     progress = not args.quiet and sys.stderr.isatty()
+    if not progress:  # MLflow's download bars ignore --quiet otherwise
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return COMMANDS[args.command](resolve(args), args, progress) or 0
     except InputError as exc:

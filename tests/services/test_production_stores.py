@@ -88,3 +88,29 @@ def test_mlflow_tracking_and_registry_on_postgres(postgres_db, tmp_path):
     assert str(alias_version(client, CHAMPION).version) == "1"
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
     assert np.array_equal(model.predict(np.arange(3)), np.arange(3))
+
+
+@pytest.mark.postgres
+def test_experiment_store_and_exposure_log_on_postgresql(postgres_db):
+    from followrec.core.config import load_config
+    from followrec.evaluation.experiments import report
+    from followrec.evaluation.exposures import Arm, Experiment, ExperimentStore
+    from followrec.serving.experiments import Assignment, ExposureLog
+
+    store = ExperimentStore(postgres_db)
+    arms = (Arm("control", 0.5, "blend"), Arm("treatment", 0.5, "champion"))
+    exp = store.create(Experiment("pg", arms, "salt", "control"))
+    log = ExposureLog(store)
+    for user in range(40):
+        arm = exp.arm_for(user)
+        log.impression(f"r{user}", user, Assignment("pg", arm), "1", "model-v1", [user + 1, 99])
+        if user % 4 == 0:
+            log.event(user, "follow", user + 1)
+    log.close()
+    # A second connection (another replica, or the analysis job) reads what was written.
+    again = ExperimentStore(postgres_db)
+    assert again.live().name == "pg" and again.live().arm_for(5) == exp.arm_for(5)
+    rep = report(again, "pg", load_config(None, ["experiments.min_users_per_arm=5"]))
+    assert sum(a["impressions"] for a in rep["arms"].values()) == 80
+    assert sum(a["follows"] for a in rep["arms"].values()) == 10
+    assert log.dropped == 0
