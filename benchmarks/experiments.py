@@ -133,10 +133,11 @@ def main() -> None:
     aa = run_experiment(run, "aa", ["a=champion:0.5", "b=champion:0.5"], args.users, 1)
     store = online.open_store(cfg, run)
     units = analysis.attribute(
-        store.impressions("aa"),
+        store.impressions(None),
         store.events(),
         cfg.experiments.attribution_hours,
         cfg.experiments.retention_days,
+        "aa",
     )
     placebo = analysis.placebo_false_positive_rate(
         units, args.replications, cfg.experiments.alpha, 7

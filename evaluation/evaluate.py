@@ -16,7 +16,13 @@ import numpy as np
 from followrec.core.atomic import atomic_write
 from followrec.core.config import Config, save_config
 from followrec.core.errors import InputError
-from followrec.core.metrics import Relevance, evaluate_recommendations, popularity_percentile
+from followrec.core.metrics import (
+    Relevance,
+    evaluate_recommendations,
+    exposure_disparity,
+    max_disparity,
+    popularity_percentile,
+)
 from followrec.evaluation.baselines import GraphContext, run_sources
 from followrec.evaluation.plots import training_plot
 from followrec.evaluation.report import table, write_report
@@ -53,9 +59,31 @@ def segments(ds: Dataset) -> np.ndarray:
     return np.unique(lang * (int(country.max()) + 1) + country, return_inverse=True)[1]
 
 
-def user_groups(ds: Dataset, split: Split, users: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks over evaluated users: by language, activity bucket and cold start."""
+def attribute_labels(ds: Dataset, column: str) -> np.ndarray:
+    """Each account's value of an attribute column as a label ('none' when missing)."""
+    if column not in ds.accounts.columns:
+        known = [c for c in ds.accounts.columns if c not in ("account_id", "external_id")]
+        raise InputError(
+            f"not an account attribute; known: {', '.join(known)}",
+            field="eval.groups",
+            value=column,
+        )
+    values = ds.accounts.set_index("account_id")[column].reindex(np.arange(ds.n_accounts))
+    if values.map(lambda v: isinstance(v, (list, np.ndarray))).any():
+        raise InputError("a list column cannot group accounts", field="eval.groups", value=column)
+    return values.astype(object).where(values.notna(), "none").astype(str).to_numpy()
+
+
+def user_groups(
+    ds: Dataset, split: Split, users: np.ndarray, columns: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """Boolean masks over evaluated users: by language, activity bucket, cold start, and
+    each attribute column named in eval.groups (the user's own value)."""
     groups: dict[str, np.ndarray] = {}
+    for column in columns:
+        labels = attribute_labels(ds, column)[users]
+        for value in sorted(set(labels)):
+            groups[f"{column}={value}"] = labels == value
     language = ds.accounts["language"].to_numpy()[users].astype(object)
     for value in sorted({str(v) for v in language if v is not None}):
         groups[f"language={value}"] = language == value
@@ -112,10 +140,23 @@ def score_sources(
     results.update(extra or {})
     relevance = Relevance.from_holdout(split.holdout, users, ds.n_accounts)
     percentile = popularity_percentile(ctx.popularity)
-    groups = user_groups(ds, split, users)
+    groups = user_groups(ds, split, users, cfg.eval.groups)
+    labels = {column: attribute_labels(ds, column) for column in cfg.eval.groups}
+    followed = split.holdout["followee_id"].to_numpy()[
+        np.isin(split.holdout["follower_id"].to_numpy(), users)
+    ]
+    disparity_k = 100 if 100 in ks else ks[-1]
     sources = {}
     for name, (recs, seconds) in results.items():
         metrics = evaluate_recommendations(recs, relevance, ks, percentile, groups)
+        if labels:
+            metrics["account_groups"] = {
+                column: exposure_disparity(recs, disparity_k, values, followed)
+                for column, values in labels.items()
+            }
+            metrics["max_disparity"] = max(
+                max_disparity(g) for g in metrics["account_groups"].values()
+            )
         metrics["seconds"] = round(seconds, 3)
         sources[name] = metrics
     return {"ks": list(ks), "sources": sources}

@@ -37,22 +37,26 @@ def attribute(
     events: pd.DataFrame,
     attribution_hours: float,
     retention_days: float,
+    experiment: str | None = None,
 ) -> pd.DataFrame:
     """Per (user, arm): impressions (accounts shown), follows attributed to them, follows
     still kept `retention_days` later. A follow counts for the latest impression of that
-    account to that user within `attribution_hours` before it, once."""
-    units = (
-        impressions.groupby(["user_id", "arm"], sort=True)
-        .size()
-        .rename("impressions")
-        .reset_index()
-    )
+    account to that user within `attribution_hours` before it, once. With `experiment`,
+    `impressions` may hold other experiments' too: a follow whose latest impression
+    belongs to another experiment is not this one's."""
+    mine = impressions
+    if experiment is not None:
+        mine = impressions[impressions["experiment"] == experiment]
+    units = mine.groupby(["user_id", "arm"], sort=True).size().rename("impressions").reset_index()
     units["follows"] = 0
     units["retained"] = 0
     follows = events[events["type"] == "follow"]
-    if impressions.empty or follows.empty:
+    if mine.empty or follows.empty:
         return units
-    shown = impressions[["user_id", "account_id", "ts", "arm"]].sort_values("ts")
+    columns = ["user_id", "account_id", "ts", "arm"]
+    if experiment is not None:
+        columns.append("experiment")
+    shown = impressions[columns].sort_values("ts")
     follows = follows[["user_id", "account_id", "ts"]].sort_values("ts")
     attributed = pd.merge_asof(
         follows.rename(columns={"ts": "follow_ts"}),
@@ -63,6 +67,8 @@ def attribute(
         direction="backward",
         tolerance=pd.Timedelta(hours=attribution_hours),
     ).dropna(subset=["arm"])
+    if experiment is not None:
+        attributed = attributed[attributed["experiment"] == experiment]
     # One follow per shown account and user (a re-follow after an unfollow is not a new win).
     attributed = attributed.drop_duplicates(["user_id", "account_id", "shown_ts"])
     unfollows = events[events["type"] == "unfollow"][["user_id", "account_id", "ts"]]
@@ -202,14 +208,20 @@ def report(
     cfg: Config,
     popularity: pd.Series | None = None,
     now: dt.datetime | None = None,
+    attributes: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Everything about one experiment: per-arm figures, each arm against the control on
     every metric, the SRM p-value, and warnings (early read, sample-ratio mismatch)."""
     exp = store.get(name)
     ec = cfg.experiments
-    impressions = store.impressions(name)
-    events = store.events(impressions["ts"].min() if not impressions.empty else None)
-    units = attribute(impressions, events, ec.attribution_hours, ec.retention_days)
+    own = store.impressions(name)
+    since = own["ts"].min() if not own.empty else None
+    # Every experiment's impressions since this one began: a later experiment's list may
+    # be what really showed an account that this one also showed.
+    impressions = store.impressions(None, since) if since is not None else own
+    events = store.events(since)
+    units = attribute(impressions, events, ec.attribution_hours, ec.retention_days, name)
+    impressions = own
     followed = units.attrs.get("followed_accounts")
     arms: dict[str, Any] = {}
     estimates: dict[str, dict[str, Estimate]] = {}
@@ -230,6 +242,9 @@ def report(
             "accounts_followed": int(pd.Series(accounts).nunique()),
             "followed_popularity": _mean_popularity(accounts, popularity),
         }
+        if attributes is not None and not attributes.empty:
+            shown = impressions[impressions["arm"] == arm.name]["account_id"]
+            arms[arm.name]["groups"] = group_shares(attributes, mine, shown, accounts)
     comparisons = [
         {"treatment": arm.name, "control": exp.control, "metric": metric}
         | compare(estimates[arm.name][metric], estimates[exp.control][metric], ec.alpha)
@@ -264,6 +279,37 @@ def report(
         "alpha": ec.alpha,
         "read_at": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
     }
+
+
+def group_shares(
+    attributes: pd.DataFrame, units: pd.DataFrame, shown: pd.Series, followed: Any
+) -> dict[str, Any]:
+    """Per attribute column: per account group, its share of the accounts shown and of the
+    follows they won; per consumer group (the user's own value), users and follow-through."""
+    out: dict[str, Any] = {}
+    followed = pd.Series(followed, dtype="int64")
+    for column in attributes.columns:
+        labels = attributes[column].astype(object).where(attributes[column].notna(), "none")
+        labels = labels.astype(str)
+        exposure = labels.reindex(shown.to_numpy()).value_counts(normalize=True)
+        follows = labels.reindex(followed.to_numpy()).value_counts(normalize=True)
+        user_label = labels.reindex(units["user_id"].to_numpy()).to_numpy()
+        consumers = {}
+        for label in sorted(set(user_label.astype(str))):
+            mask = user_label == label
+            est = ratio_estimate(units["follows"][mask], units["impressions"][mask])
+            consumers[label] = {"users": int(mask.sum()), "follow_through_rate": _finite(est.value)}
+        out[column] = {
+            "accounts": {
+                label: {
+                    "exposure_share": float(exposure.get(label, 0.0)),
+                    "follow_share": float(follows.get(label, 0.0)),
+                }
+                for label in sorted(set(exposure.index) | set(follows.index))
+            },
+            "consumers": consumers,
+        }
+    return out
 
 
 def canary_verdict(rep: dict[str, Any], exp: Experiment, max_drop: float) -> dict[str, Any]:

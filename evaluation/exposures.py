@@ -293,9 +293,16 @@ class ExperimentStore:
             with self.engine.begin() as conn:
                 conn.execute(events_table.insert(), rows)
 
-    def impressions(self, experiment: str) -> pd.DataFrame:
-        """One row per shown account: request, time, user, arm, versions, position."""
-        query = sa.select(impressions_table).where(impressions_table.c.experiment == experiment)
+    def impressions(self, experiment: str | None, since: dt.datetime | None = None) -> pd.DataFrame:
+        """One row per shown account: request, time, user, experiment, arm, versions,
+        position; one experiment's, or every list served in an experiment (None) since."""
+        query = sa.select(impressions_table)
+        if experiment is not None:
+            query = query.where(impressions_table.c.experiment == experiment)
+        else:
+            query = query.where(impressions_table.c.experiment.is_not(None))
+        if since is not None:
+            query = query.where(impressions_table.c.ts >= since)
         with self.engine.connect() as conn:
             frame = pd.read_sql(query, conn)
         if frame.empty:

@@ -111,11 +111,25 @@ def _popularity(run_dir: Path) -> pd.Series | None:
     return counts.set_index("account_id")["follower_count"].rank(pct=True)
 
 
+def _attributes(cfg: Config, run_dir: Path) -> pd.DataFrame | None:
+    """The account attribute columns named in eval.groups, by account id."""
+    if not cfg.eval.groups:
+        return None
+    path = Path(cfg.data.parquet_dir or run_dir / "raw") / "accounts.parquet"
+    accounts = pd.read_parquet(path)
+    missing = [c for c in cfg.eval.groups if c not in accounts.columns]
+    if missing:
+        raise InputError("not an account attribute", field="eval.groups", value=missing[0])
+    return accounts.set_index("account_id")[list(cfg.eval.groups)]
+
+
 def report(cfg: Config, run_dir: Path, name: str, log_to_mlflow: bool = True) -> dict[str, Any]:
     """The experiment's report, written to RUN/experiments/report-NAME.json and logged to
     MLflow as run `experiment-NAME` (metrics per arm, the comparisons table, a lift plot)."""
     store = open_store(cfg, run_dir)
-    rep = analysis.report(store, name, cfg, _popularity(run_dir))
+    rep = analysis.report(
+        store, name, cfg, _popularity(run_dir), attributes=_attributes(cfg, run_dir)
+    )
     folder = run_dir / "experiments"
     path = folder / f"report-{name}.json"
     atomic_write(path, json.dumps(rep, indent=2, default=str))

@@ -50,3 +50,23 @@ def decide(
     if champion is None:
         reasons.append("no champion yet")
     return Decision(ok, reasons)
+
+
+def fairness_check(
+    decision: Decision, challenger: dict[str, object], limit: float | None
+) -> Decision:
+    """With `gate.max_disparity` set, the challenger's worst exposure disparity over the
+    account groups of `eval.groups` must not exceed it (off by default)."""
+    if limit is None:
+        return decision
+    value = challenger.get("max_disparity")
+    if not isinstance(value, (int, float)):
+        return Decision(False, [*decision.reasons, "gate.max_disparity is set but no "
+                                "exposure disparity was measured: name eval.groups"])  # fmt: skip
+    if value > limit:
+        return Decision(
+            False, [*decision.reasons, f"exposure disparity {value:.2f} above {limit:.2f}"]
+        )
+    return Decision(
+        decision.promote, [*decision.reasons, f"exposure disparity {value:.2f} <= {limit:.2f}"]
+    )

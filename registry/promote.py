@@ -35,7 +35,7 @@ from followrec.registry.aliases import (
     version_metrics,
 )
 from followrec.registry.aliases import rollback as registry_rollback
-from followrec.registry.gate import Decision, decide
+from followrec.registry.gate import Decision, decide, fairness_check
 from followrec.registry.tracking import MODEL_NAME, registry_client, tracking_uri
 
 
@@ -94,6 +94,7 @@ def gate(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         return out
     # The index is judged later; here only the metric conditions count.
     decision = decide(challenger, champion_metrics, _floors(cfg), 1.0, 0.0)
+    decision = fairness_check(decision, challenger, cfg.gate.max_disparity)
     reasons = [r for r in decision.reasons if not r.startswith("index ANN recall")]
     out = {
         "model_version": version,

@@ -146,6 +146,7 @@ class EvalConfig:
     two_tower: tuple[str, ...] = ("two_tower", "two_tower_pointwise")  # variants to train
     max_users: int | None = None  # evaluate a seeded sample of holdout users; None = all
     seed: int = 3
+    groups: tuple[str, ...] = ()  # account attribute columns: per-group recall/MAP, exposure
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class GateConfig:
 
     floor_recall_at_100: float = 0.0
     floor_map_at_100: float = 0.0
+    max_disparity: float | None = None  # worst exposure/follow-share ratio (or inverse) allowed
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,37 @@ def evaluate_recommendations(
         name: summarise(mask) for name, mask in (groups or {}).items() if mask.any()
     }
     return result
+
+
+def exposure_disparity(
+    recs: np.ndarray, k: int, account_group: np.ndarray, followed: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Per account group: its share of the top-k recommendation slots (exposure) against
+    its share of the follows accounts actually received (`followed`: followee ids), and
+    their ratio (1 = exposed in proportion; 0.5 = half the exposure its follows earn).
+    `account_group` holds each account's group label; -1 slots are ignored."""
+    top = recs[:, :k]
+    shown = account_group[top[top >= 0]]
+    received = account_group[np.asarray(followed, dtype=np.int64)]
+    out: dict[str, dict[str, float]] = {}
+    for label in sorted({str(g) for g in np.unique(account_group)}):
+        exposure = float(np.mean(shown.astype(str) == label)) if len(shown) else 0.0
+        follow = float(np.mean(received.astype(str) == label)) if len(received) else 0.0
+        out[label] = {
+            "exposure_share": exposure,
+            "follow_share": follow,
+            "disparity_ratio": exposure / follow if follow > 0 else float("nan"),
+        }
+    return out
+
+
+def max_disparity(groups: dict[str, dict[str, float]], min_follow_share: float = 0.01) -> float:
+    """The worst over-or-under exposure, max(ratio, 1/ratio), over groups receiving at least
+    `min_follow_share` of follows (smaller groups are too noisy to gate on); 1e9 stands for
+    a group never shown."""
+    worst = 1.0
+    for values in groups.values():
+        if values["follow_share"] >= min_follow_share:
+            ratio = values["disparity_ratio"]
+            worst = max(worst, ratio, 1.0 / ratio if ratio > 0 else 1e9)
+    return worst

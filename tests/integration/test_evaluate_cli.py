@@ -160,10 +160,21 @@ def test_edge_list_with_node_attributes(tmp_path, twitch_dir):
             "train.min_steps=0",
             "--set",
             f"train.spec={tmp_path / 'spec.yaml'}",
+            "--set",
+            "eval.groups=[partner]",
         ]
     )
     assert code == 0
     report = check_report(out, 4385, SOURCES + ["two_tower"])
+    # Fairness by any attribute: recall per consumer group, exposure per account group.
+    for source in ("two_tower", "popularity"):
+        metrics = report["sources"][source]
+        users = [metrics["groups"][f"partner={v}"]["users"] for v in ("no", "yes")]
+        assert sum(users) == metrics["users"] and min(users) > 0
+        shares = metrics["account_groups"]["partner"]
+        assert sum(g["exposure_share"] for g in shares.values()) == pytest.approx(1)
+        assert sum(g["follow_share"] for g in shares.values()) == pytest.approx(1)
+        assert metrics["max_disparity"] >= 1
     assert (out / "models" / "two_tower" / "state_dict.pt").exists()
     from followrec.training.model_io import load_model_dir
 

@@ -191,3 +191,44 @@ def test_store_keeps_definitions_and_logs_and_allows_one_running_experiment(tmp_
     assert rep["warnings"] and "planned sample size" in rep["warnings"][0]
     reopened.set_status("e", "stopped")
     assert reopened.live() is None
+
+
+def test_a_follow_shown_last_by_another_experiment_is_not_this_ones():
+    impressions, events = _frames()
+    impressions["experiment"] = "old"
+    later = pd.DataFrame(
+        {"user_id": [1], "account_id": [10], "ts": [T0 + pd.Timedelta(minutes=30)],
+         "arm": ["x"], "experiment": ["new"]}
+    )  # fmt: skip
+    both = pd.concat([impressions, later], ignore_index=True)
+    units = analysis.attribute(both, events, 24, 7, experiment="old").set_index("user_id")
+    # user 1's follow of 10 came after the newer experiment showed it: not the old one's.
+    assert units.loc[1, "follows"] == 0 and units.loc[2, "follows"] == 1
+    assert units.loc[1, "impressions"] == 2  # the old experiment's own lists only
+
+
+def test_exposure_disparity_on_a_hand_made_case():
+    from followrec.core.metrics import exposure_disparity, max_disparity
+
+    group = np.array(["x", "x", "y", "z"])
+    recs = np.array([[0, 1, 2], [0, 2, -1]])
+    # shown: x x y x y -> x 3/5, y 2/5, z 0; followed 0 2 3 3 -> x 1/4, y 1/4, z 2/4
+    out = exposure_disparity(recs, 3, group, np.array([0, 2, 3, 3]))
+    assert out["x"] == {"exposure_share": 0.6, "follow_share": 0.25, "disparity_ratio": 2.4}
+    assert out["y"]["disparity_ratio"] == pytest.approx(1.6)
+    assert out["z"]["exposure_share"] == 0 and out["z"]["disparity_ratio"] == 0
+    assert max_disparity(out) == 1e9  # z earns half the follows and is never shown
+    fair = exposure_disparity(recs, 3, group, np.array([0, 2, 2, 1]))  # x 1/2, y 1/2
+    assert max_disparity(fair) == pytest.approx(1.25)  # y: 0.4 / 0.5 = 0.8 -> 1 / 0.8
+
+
+def test_the_gate_can_require_a_maximum_disparity():
+    from followrec.registry.gate import Decision, fairness_check
+
+    passed = Decision(True, ["recall ok"])
+    assert fairness_check(passed, {"max_disparity": 3.0}, None).promote  # off by default
+    assert fairness_check(passed, {"max_disparity": 1.4}, 1.5).promote
+    failed = fairness_check(passed, {"max_disparity": 3.0}, 1.5)
+    assert not failed.promote and "exposure disparity 3.00 above 1.50" in failed.reasons
+    unmeasured = fairness_check(passed, {}, 1.5)
+    assert not unmeasured.promote and "eval.groups" in unmeasured.reasons[-1]
