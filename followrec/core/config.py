@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -332,6 +333,17 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+SITE_SETTINGS = "FOLLOWREC_SETTINGS"
+
+
+def _merge(tree: dict[str, Any], loaded: dict[str, Any]) -> None:
+    for key, value in loaded.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
+
+
 SECRET_SETTINGS = {
     "serving.api_key": "FOLLOWREC_API_KEY",
     "serving.admin_api_key": "FOLLOWREC_ADMIN_API_KEY",
@@ -343,16 +355,20 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then a YAML file, then `base` (CLI flags), then `a.b=value` overrides."""
+    """Defaults, then the site file named by $FOLLOWREC_SETTINGS (a deployment's stores and
+    services, e.g. docker/followrec.production.yaml), then a YAML file, then `base` (CLI
+    flags), then `a.b=value` overrides."""
     tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise InputError("config file not found", path=str(path))
-        loaded = yaml.safe_load(path.read_text()) or {}
+    for source in (os.environ.get(SITE_SETTINGS) or None, path):
+        if source is None:
+            continue
+        source = Path(source)
+        if not source.exists():
+            raise InputError("config file not found", path=str(source))
+        loaded = yaml.safe_load(source.read_text()) or {}
         if not isinstance(loaded, dict):
-            raise InputError("top level must be a mapping", path=str(path))
-        tree = loaded
+            raise InputError("top level must be a mapping", path=str(source))
+        _merge(tree, loaded)
     for dotted, value in (base or {}).items():
         _set_dotted(tree, dotted, value)
     for item in overrides:

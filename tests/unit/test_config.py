@@ -53,3 +53,18 @@ def test_an_asset_triggered_run_takes_the_run_folder_its_event_handed_over():
     assert params_for_run(params, {"run_dir": "x"}, handed)["run_dir"] == "runs/pipeline"
     assert params_for_run(params, {}, [])["run_dir"] == "runs/pipeline"
     assert params_for_run(params, {}, [{"snapshot": "3f2a"}])["run_dir"] == "runs/pipeline"
+
+
+def test_site_settings_file_sits_between_defaults_and_the_command(tmp_path, monkeypatch):
+    site = tmp_path / "site.yaml"
+    site.write_text("feast:\n  online_store: redis\nexperiments:\n  poll_seconds: 5\n")
+    monkeypatch.setenv("FOLLOWREC_SETTINGS", str(site))
+    run = tmp_path / "config.yaml"
+    run.write_text("experiments:\n  alpha: 0.01\n")
+    cfg = load_config(run, ["experiments.poll_seconds=1"])
+    assert cfg.feast.online_store == "redis"  # from the site file
+    assert cfg.experiments.alpha == 0.01  # the run's file keeps the site's other keys
+    assert cfg.experiments.poll_seconds == 1  # --set wins
+    monkeypatch.setenv("FOLLOWREC_SETTINGS", str(tmp_path / "missing.yaml"))
+    with pytest.raises(InputError, match="config file not found"):
+        load_config()
