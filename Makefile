@@ -11,7 +11,7 @@ export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 DAG ?= followrec_index_refresh
 CONF ?= {"run_dir": "$(RUN)"}
 
-.PHONY: help install run evaluate ui dag test lint bench clean
+.PHONY: help install run evaluate ui dag deploy undeploy test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -40,6 +40,12 @@ dag: install  ## one DAG under Airflow (in-process) on $(RUN): make dag DAG=foll
 	AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/airflow dags test $(DAG) -c '$(CONF)'
 	$(BIN)/followrec status --run $(RUN)
+
+deploy: install  ## the production topology here (root): Celery workers + serving in netns; runs/deploy/endpoints.json
+	$(BIN)/followrec deploy up --run runs/deploy
+
+undeploy: install  ## stop it and remove its namespaces (PURGE=1 also drops its databases)
+	$(BIN)/followrec deploy down --run runs/deploy $(if $(PURGE),--purge,)
 
 test: install  ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest

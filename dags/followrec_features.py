@@ -46,7 +46,9 @@ stay as they were. Params: the source, the run folder, the online store, extra s
         "nodes": Param("", type="string", description="node-attribute CSV (edgelist)"),
         "parquet_dir": Param("", type="string", description="contract tables (parquet)"),
         "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
-        "online_store": Param("sqlite", enum=["sqlite", "redis"]),
+        "online_store": Param(
+            "", enum=["", "sqlite", "redis"], description="default: the configured store"
+        ),
         "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
         "extra_settings": Param([], type="array", description="section.key=value items"),
     },

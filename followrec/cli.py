@@ -334,6 +334,25 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", metavar="OUT", help="write the summary here")
     _add_config_args(sim)
 
+    dep = sub.add_parser(
+        "deploy",
+        formatter_class=raw,
+        help="the production topology on this machine: Celery workers and a serving replica "
+        "in network namespaces, on the local PostgreSQL, Redis and RabbitMQ (root)",
+        description="up: a bridge 10.231.0.1/24 with one network namespace per host (worker-1,\n"
+        "worker-2: Airflow Celery workers; serve-1: followrec serve), Airflow api-server,\n"
+        "scheduler, dag-processor and triggerer and an MLflow tracking server on the bridge\n"
+        "address; metadata, MLflow, Feast registry and experiments in PostgreSQL databases\n"
+        "followrec_deploy_*, Feast online store in Redis, Celery broker RabbitMQ. Writes\n"
+        "RUN/endpoints.json (URLs, generated credentials). Run `up` again after the first\n"
+        "pipeline run to start the serving replica. down: stop all, remove the namespaces\n"
+        "(--purge: also the databases and RUN). status: what runs.",
+    )
+    dep.add_argument("action", choices=["up", "down", "status"])
+    dep.add_argument("--run", default="runs/deploy", help="the deployment's folder")
+    dep.add_argument("--purge", action="store_true", help="down: drop databases and folder")
+    _add_config_args(dep)
+
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_data_args(conf)
     _add_config_args(conf)
@@ -689,6 +708,23 @@ def _simulate(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
               file=sys.stderr)  # fmt: skip
 
 
+def _deploy(cfg: Config, args: argparse.Namespace, progress: bool) -> None:
+    from followrec import deploy
+
+    if args.action == "up":
+        out = deploy.up(Path(args.run))
+        print(f"deployed: {', '.join(sorted(out['processes']))}")
+        print(f"endpoints and credentials: {out['endpoints']}")
+    elif args.action == "down":
+        out = deploy.down(Path(args.run), purge=args.purge)
+        print(
+            f"stopped: {', '.join(out['stopped']) or 'nothing'}"
+            + (" (purged)" if args.purge else "")
+        )
+    else:
+        print(json.dumps(deploy.status(Path(args.run)), indent=2))
+
+
 COMMANDS: dict[str, Command] = {
     "config": _config,
     "evaluate": _evaluate,
@@ -706,6 +742,7 @@ COMMANDS: dict[str, Command] = {
     "ui": _ui,
     "experiment": _experiment,
     "simulate": _simulate,
+    "deploy": _deploy,
     "ingest": _ingest,
     "generate": _ingest,
 }

@@ -40,6 +40,9 @@ def registered_model_dir(client: MlflowClient, version: str, cache: Path) -> Pat
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(MODEL_NAME, str(version)),
             dst_path=str(tmp),
+            # The client's server, not the process-wide default (a tracking server's
+            # mlflow-artifacts:/ URIs resolve only through it).
+            tracking_uri=client.tracking_uri,
         )
         if not target.exists():  # another reader may have finished first
             Path(local).replace(target)

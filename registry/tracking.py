@@ -48,12 +48,15 @@ def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
 
 def ensure_experiment(client: Any, uri: str, name: str, run_dir: Path) -> str:
     """The experiment's id, created on first use. Artifacts go to $MLFLOW_ARTIFACT_LOCATION
-    (e.g. s3://bucket/followrec in production), else beside a SQLite database, else into
-    RUN/mlartifacts: never into the working directory."""
+    (e.g. s3://bucket/followrec in production), else to a tracking server's own artifact
+    store, else beside a SQLite database, else into RUN/mlartifacts: never into the working
+    directory."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = os.environ.get("MLFLOW_ARTIFACT_LOCATION")
+    if not location and uri.startswith(("http://", "https://")):
+        return client.create_experiment(name)  # the tracking server stores (serves) them
     if not location and uri.startswith("sqlite:"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
     elif not location:

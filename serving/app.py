@@ -114,15 +114,7 @@ class Service:
 
     def start(self) -> None:
         """Load the champion (or remember why not) and start the poller."""
-        try:
-            rec = self.factory()
-        except Exception:  # serve /healthz and a 503; the reason goes to the log
-            log.exception("could not load the champion")
-            self.error = "the champion could not be loaded (see the service log)"
-        else:
-            self.recommender = rec
-            self.metrics.served = rec.pair.versions
-            log.info("serving", extra={"fields": {"versions": list(rec.pair.versions)}})
+        self._load()  # on failure: /healthz answers, the rest is a 503 until a poll loads it
         if self.poll_seconds > 0:
             threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
         if self.experiments_factory is not None:
@@ -154,6 +146,21 @@ class Service:
         while not self.stop.wait(self.poll_seconds):
             if self.recommender is not None:
                 self.check_champion(self.recommender)
+            else:  # no champion yet at start-up (a fresh deployment): try again
+                self._load()
+
+    def _load(self) -> None:
+        try:
+            rec = self.factory()
+        except Exception as exc:
+            if self.error is None:
+                log.exception("could not load the champion")
+            self.error = f"the champion could not be loaded: {type(exc).__name__} (see the log)"
+            return
+        self.recommender = rec
+        self.error = None
+        self.metrics.served = rec.pair.versions
+        log.info("serving", extra={"fields": {"versions": list(rec.pair.versions)}})
 
     def check_champion(self, rec: Recommender) -> dict[str, Any]:
         """Swap in the champion if it moved; count what happened."""

@@ -63,7 +63,11 @@ def make_dataset(
     return Dataset(name="tiny", accounts=accounts, follows=frame)
 
 
-SERVICES = {"postgres": ("127.0.0.1", 5432), "redis": ("127.0.0.1", 6379)}
+SERVICES = {
+    "postgres": ("127.0.0.1", 5432),
+    "redis": ("127.0.0.1", 6379),
+    "rabbitmq": ("127.0.0.1", 5672),
+}
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -90,6 +94,14 @@ def pytest_collection_modifyitems(config, items):
         reason = f"needs {name}: not reachable at {host}:{port}"
         for item in items:
             if name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+    # Network namespaces need root and iproute2 (CI here has both).
+    import shutil
+
+    if (os.geteuid() != 0 or shutil.which("ip") is None) and not required:
+        reason = "needs netns: root and iproute2's `ip` (network namespaces)"
+        for item in items:
+            if "netns" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
