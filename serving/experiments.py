@@ -2,16 +2,16 @@
 
 The running experiment's definition is reread from the store every few seconds (a change
 needs no restart); a user's arm is a hash of (salt, user id), the same in every replica.
-Served lists and events go through a bounded in-memory queue to a writer thread that
-inserts them in batches, so a request never waits on the database."""
+Served lists and events go through a bounded queue to a writer process that inserts them
+in batches, so a request never waits on the database nor on its driver's Python code."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,19 @@ class Assignment:
 
 
 class ExposureLog:
-    """Impressions and events, written by one background thread in batches. `close()`
-    drains what is queued (the service calls it at shutdown)."""
+    """Impressions and events, handed to a writer PROCESS that inserts them in batches:
+    the database work never holds this process's GIL, so requests do not wait on it.
+    When the queue is full (the database is down or slow) records are dropped and counted.
+    `close()` drains what is queued (the service calls it at shutdown)."""
 
     def __init__(self, store: ExperimentStore, capacity: int = 100_000) -> None:
-        self.store = store
-        self.queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(capacity)
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+        self.queue: Any = context.Queue(capacity)
         self.dropped = 0
-        self.written = 0
-        self._thread = threading.Thread(target=self._drain, name="exposure-log", daemon=True)
-        self._thread.start()
+        self._process = context.Process(
+            target=write_exposures, args=(store.url, self.queue), name="exposure-log", daemon=True
+        )
+        self._process.start()
 
     def impression(
         self,
@@ -81,39 +84,39 @@ class ExposureLog:
     def _put(self, kind: str, row: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait((kind, row))
-        except queue.Full:  # the database is down or slow: serving goes on, the loss is counted
+        except queue.Full:
             self.dropped += 1
-
-    def _drain(self) -> None:
-        stop = False
-        while not stop:
-            batch: list[tuple[str, dict[str, Any]] | None] = []
-            try:
-                batch.append(self.queue.get(timeout=FLUSH_SECONDS))
-                while len(batch) < BATCH:
-                    batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                pass
-            stop = None in batch
-            rows = [b for b in batch if b is not None]
-            if rows:
-                self._write(rows)
-
-    def _write(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        impressions = [r for kind, r in rows if kind == "impression"]
-        events = [r for kind, r in rows if kind == "event"]
-        try:
-            self.store.log_impressions(impressions)
-            self.store.log_events(events)
-            self.written += len(rows)
-        except Exception:
-            self.dropped += len(rows)
-            log.exception("exposure log write failed", extra={"fields": {"rows": len(rows)}})
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then stop the writer."""
         self.queue.put(None)
-        self._thread.join(timeout)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+
+
+def write_exposures(url: str, records: Any) -> None:
+    """The writer process: batches of at most BATCH records, at least every FLUSH_SECONDS,
+    until it reads None."""
+    store = ExperimentStore(url)
+    stop = False
+    while not stop:
+        batch: list[tuple[str, dict[str, Any]] | None] = []
+        try:
+            batch.append(records.get(timeout=FLUSH_SECONDS))
+            while len(batch) < BATCH:
+                batch.append(records.get_nowait())
+        except queue.Empty:
+            pass
+        stop = None in batch
+        rows = [b for b in batch if b is not None]
+        if not rows:
+            continue
+        try:
+            store.log_impressions([r for kind, r in rows if kind == "impression"])
+            store.log_events([r for kind, r in rows if kind == "event"])
+        except Exception:
+            log.exception("exposure log write failed", extra={"fields": {"rows": len(rows)}})
 
 
 class Experiments:
