@@ -131,9 +131,13 @@ class Experiments:
 
     def reload(self) -> Experiment | None:
         try:
-            self.current = self.store.live()
+            live = self.store.live()
         except Exception:  # keep the last definition when the store blips
             log.exception("could not read the experiment definitions")
+            return self.current
+        if (live and live.name) != (self.current and self.current.name):
+            self._blend = None  # a new experiment may have rewritten the blend table
+        self.current = live
         return self.current
 
     def assign(self, user_id: int) -> Assignment | None:
