@@ -91,7 +91,9 @@ def test_a_worse_canary_is_rolled_back_and_champion_never_moves(platform):
                  "--min-users", "50", "--run", str(run), "--quiet"]) == 0  # fmt: skip
     client = registry_client(f"sqlite:///{run / 'mlflow.db'}")
     assert str(alias_version(client, CHAMPION).version) == "1"
-    assert main(["simulate", "--run", str(run), "--experiment", "canary", "--users", "300",
+    # Every synthetic user (2,000, about 1,000 per arm): the one-step model's drop must be
+    # significant whatever its exact offline score (0.23-0.38 Recall@100 seen against 0.51).
+    assert main(["simulate", "--run", str(run), "--experiment", "canary", "--users", "2000",
                  "--seed", "3", "--quiet"]) == 0  # fmt: skip
     assert main(["experiment", "decide", "canary", "--run", str(run), "--quiet"]) == 0
     cfg = load_config(run / "config.yaml")
