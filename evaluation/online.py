@@ -32,7 +32,8 @@ from followrec.indexing.build import build_index_version
 from followrec.indexing.store import publish, version_name
 from followrec.registry.aliases import CHAMPION, alias_version, record_decision
 from followrec.registry.gate import Decision
-from followrec.registry.promote import client_for, index_root, model_dir_of
+from followrec.registry.index_artifacts import upload
+from followrec.registry.promote import client_for, index_root, local_index, model_dir_of
 from followrec.registry.tracking import MODEL_NAME, Tracker, tracking_uri
 
 BLEND_DEPTH = 200  # blend list length kept per user (k of a request is at most this)
@@ -40,6 +41,15 @@ BLEND_DEPTH = 200  # blend list length kept per user (k of a request is at most 
 
 def open_store(cfg: Config, run_dir: Path) -> ExperimentStore:
     return ExperimentStore(store_url(cfg.experiments.store, run_dir))
+
+
+def _stored_index(cfg: Config, run_dir: Path, version: str) -> bool:
+    """Whether the version's own index is here or in the registry (fetched if so)."""
+    try:
+        local_index(cfg, run_dir, version, version_name(version))
+    except InputError:
+        return False
+    return True
 
 
 def create(
@@ -77,9 +87,7 @@ def create(
     for version in sorted(versions):
         if version not in known:
             raise InputError("no such registered model version", field="arms", value=f"v{version}")
-    missing = [
-        v for v in sorted(versions) if not (index_root(cfg, run_dir) / version_name(v)).exists()
-    ]
+    missing = [v for v in sorted(versions) if not _stored_index(cfg, run_dir, v)]
     if missing:
         tables = load_split_features(cfg, progress=progress)[2]
         for version in missing:
@@ -93,6 +101,7 @@ def create(
                 cfg.index.kind,
                 cfg.index.sample_users,
             )
+            upload(client, version, index_root(cfg, run_dir), version_name(version))
     if any(a.target == LEGACY_BLEND for a in arms):
         analysis.write_blend_table(cfg, run_dir, BLEND_DEPTH, progress=progress)
     return store.create(exp)
@@ -175,7 +184,7 @@ def decide(cfg: Config, run_dir: Path, name: str) -> dict[str, Any]:
             index_version = version_name(version)
             client = client_for(cfg, run_dir)
             record_decision(client, version, Decision(True, [f"online: {reason}"]), index_version)
-            publish(index_root(cfg, run_dir), index_version)
+            publish(local_index(cfg, run_dir, version, index_version), index_version)
             store.set_status(name, PROMOTED, reason)
     out = {"experiment": name, **verdict}
     atomic_write(run_dir / "experiments" / f"decision-{name}.json", json.dumps(out, indent=2))

@@ -57,5 +57,5 @@ def build_index_version(
         "build_seconds": round(time.perf_counter() - started, 2),
     }
     account_ids = tables.producer["account_id"].to_numpy()
-    path = write_version(root, version, index, account_ids, manifest)
-    return {**read_manifest(root, version), "path": str(path)}
+    write_version(root, version, index, account_ids, manifest)
+    return read_manifest(root, version)

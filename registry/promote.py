@@ -36,6 +36,7 @@ from followrec.registry.aliases import (
 )
 from followrec.registry.aliases import rollback as registry_rollback
 from followrec.registry.gate import Decision, decide, fairness_check
+from followrec.registry.index_artifacts import fetch, upload
 from followrec.registry.tracking import MODEL_NAME, registry_client, tracking_uri
 
 
@@ -47,6 +48,14 @@ def index_root(cfg: Config, run_dir: Path) -> Path:
 def client_for(cfg: Config, run_dir: Path) -> MlflowClient:
     """The registry the run registered its model in."""
     return registry_client(tracking_uri(cfg.mlflow.tracking_uri, run_dir))
+
+
+def local_index(cfg: Config, run_dir: Path, model_version: str, index_version: str) -> Path:
+    """The index root, holding `index_version` (fetched from the model version's registry
+    artifacts when this host has no copy: a task may run on another worker than the build)."""
+    root = index_root(cfg, run_dir)
+    fetch(client_for(cfg, run_dir), model_version, root, index_version)
+    return root
 
 
 def model_dir_of(cfg: Config, run_dir: Path, version: str) -> Path:
@@ -136,8 +145,9 @@ def build_index(
         tables = load_split_features(cfg, progress=progress)[2]
     version = str(registered["version"])
     root = index_root(cfg, run_dir)
-    if gated.get("already_champion") and (root / version_name(version)).exists():
+    if gated.get("already_champion"):
         # A re-run: the champion's published index is kept, not rebuilt under its readers.
+        root = local_index(cfg, run_dir, version, version_name(version))
         manifest = {**read_manifest(root, version_name(version)), "model_version": version}
         atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
         return manifest
@@ -150,6 +160,9 @@ def build_index(
         cfg.index.target_recall,
         cfg.index.kind,
         cfg.index.sample_users,
+    )
+    manifest["artifact_path"] = upload(
+        client_for(cfg, run_dir), version, root, version_name(version)
     )
     atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
     return manifest
@@ -165,7 +178,7 @@ def validate_index(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         return built
     index_version = version_name(built["model_version"])
     out = index_checks(
-        index_root(cfg, run_dir),
+        local_index(cfg, run_dir, built["model_version"], index_version),
         index_version,
         cfg.index.target_recall,
         built["count"],
@@ -231,8 +244,11 @@ def promote(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         client = client_for(cfg, run_dir)
         promoted = record_decision(client, version, decision, checked["index_version"])
         if promoted:
-            crash_point()  # alias moved, index not yet: readers wait until both agree
-            publish(root, checked["index_version"])
+            crash_point()  # alias moved, the local pointer not yet
+            publish(
+                local_index(cfg, run_dir, version, checked["index_version"]),
+                checked["index_version"],
+            )
         out = {
             "model_version": version,
             "promoted": promoted,
@@ -260,10 +276,10 @@ def status(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     out = registry_status(client_for(cfg, run_dir))
     pointer = read_pointer(index_root(cfg, run_dir))
     out["published_index"] = pointer
-    if out["champion"] and out["champion"]["index_version"]:
-        out["champion"]["index"] = read_manifest(
-            index_root(cfg, run_dir), out["champion"]["index_version"]
-        )
+    champion = out["champion"]
+    if champion and champion["index_version"]:
+        root = local_index(cfg, run_dir, champion["version"], champion["index_version"])
+        champion["index"] = read_manifest(root, champion["index_version"])
     return out
 
 
@@ -298,6 +314,12 @@ def refresh_index(cfg: Config, run_dir: str | Path, tables: FeatureTables) -> di
         tables,
         cfg.index,
     )
+    out["artifact_path"] = upload(
+        client_for(cfg, run_dir),
+        out["model_version"],
+        index_root(cfg, run_dir),
+        out["index_version"],
+    )
     atomic_write(run_dir / "refresh.json", json.dumps(out, indent=2))
     return out
 
@@ -307,7 +329,7 @@ def validate_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     built = json.loads((run_dir / "refresh.json").read_text())
     out = index_checks(
-        index_root(cfg, run_dir),
+        local_index(cfg, run_dir, built["model_version"], built["index_version"]),
         built["index_version"],
         cfg.index.target_recall,
         built["count"],
@@ -329,7 +351,8 @@ def publish_refresh(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"refreshed index failed its checks: {', '.join(failed)}", field="index")
     if champion is None or str(champion.version) != built["model_version"]:
         return {"published": False, "reason": "the champion changed during the refresh"}
-    publish(index_root(cfg, run_dir), built["index_version"])
+    root = local_index(cfg, run_dir, built["model_version"], built["index_version"])
+    publish(root, built["index_version"])
     crash_point()  # index published, the champion's tag not yet
     client.set_model_version_tag(
         MODEL_NAME, built["model_version"], "index.version", built["index_version"]

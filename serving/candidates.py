@@ -170,17 +170,19 @@ class Recommender:
         return promote.index_root(self.cfg, self.run_dir)
 
     def published_versions(self) -> tuple[str | None, str | None]:
-        """The champion alias's version and the published index version, right now."""
-        from followrec.indexing.store import read_pointer
+        """The champion alias's version and its index version (the version's `index.version`
+        tag), right now: both come from the registry, never from a folder of this host."""
         from followrec.registry.aliases import CHAMPION, alias_version
 
         champion = alias_version(self._client(), CHAMPION)
-        pointer = read_pointer(self._index_root()) or {}
-        return (None if champion is None else str(champion.version), pointer.get("current"))
+        if champion is None:
+            return (None, None)
+        return (str(champion.version), champion.tags.get("index.version"))
 
     def load_pair(self, model_version: str, index_version: str | None) -> Pair:
         """Load and check a pair; PairRefused names why it may not serve."""
         from followrec.indexing.store import load_version, model_version_of
+        from followrec.registry.index_artifacts import fetch
 
         if index_version is None:
             raise PairRefused("no index has been published")
@@ -191,7 +193,9 @@ class Recommender:
             )
         model_dir = self._model_dir(model_version)
         schema = json.loads((model_dir / "model.json").read_text())["schema"]
-        index, account_ids, manifest = load_version(self._index_root(), index_version)
+        root = self._index_root()
+        fetch(self._client(), model_version, root, index_version)
+        index, account_ids, manifest = load_version(root, index_version)
         if manifest["schema_hash"] != schema["hash"]:
             raise PairRefused(
                 f"index {index_version} has schema {manifest['schema_hash']}, "
@@ -406,6 +410,7 @@ class Recommender:
             pair.trained.schema["consumer"],
             pair.trained.dense_stats["consumer"],
             pair.trained.train_config["max_history"],
+            pair.trained.n_ids,
         )
         with torch.no_grad():
             query = encode(pair.trained.model.consumer, tensors).numpy().astype(np.float32)

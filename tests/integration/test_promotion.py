@@ -62,3 +62,12 @@ def test_promote_reject_weak_challenger_and_roll_back(tmp_path, capsys):
     assert str(alias_version(client, CHAMPION).version) == "1"
     assert read_pointer(run / "indexes")["current"] == "model-v1"
     assert main(["rollback", "--run", str(run)]) == 2  # nothing further back
+
+    # Another host with no index copies: the champion's index comes from its registry artifacts.
+    moved = run / "indexes-elsewhere"
+    (run / "indexes").rename(moved)
+    third = status(run, capsys)
+    assert third["champion"]["index"]["version"] == "model-v1"
+    for name in ("index.faiss", "manifest.json", "account_ids.npy"):
+        fetched = run / "indexes" / "model-v1" / name
+        assert fetched.read_bytes() == (moved / "model-v1" / name).read_bytes()

@@ -13,7 +13,7 @@ import pytest
 
 from followrec.cli import main
 from followrec.core.config import load_config
-from followrec.indexing.store import publish
+from followrec.registry.tracking import MODEL_NAME, registry_client
 from followrec.serving.candidates import PairRefused, Recommender
 from tests.serving.conftest import running_service
 
@@ -76,7 +76,8 @@ def test_a_mismatched_pair_is_refused_and_the_old_one_keeps_serving(own_run):
         manifest = json.loads((root / bad / "manifest.json").read_text())
         manifest["schema_hash"] = "deadbeef"
         (root / bad / "manifest.json").write_text(json.dumps(manifest))
-        publish(root, bad)
+        client = registry_client(f"sqlite:///{own_run / 'mlflow.db'}")
+        client.set_model_version_tag(MODEL_NAME, model, "index.version", bad)
         try:
             deadline = time.monotonic() + 30
             status = f"{url}/v1/admin/status"  # no keys: a loopback service is open
@@ -86,7 +87,7 @@ def test_a_mismatched_pair_is_refused_and_the_old_one_keeps_serving(own_run):
             body = httpx.get(f"{url}/v1/users/3/candidates").json()
             assert body["index_version"] == current
         finally:
-            publish(root, current)
+            client.set_model_version_tag(MODEL_NAME, model, "index.version", current)
 
 
 def test_a_model_needing_features_the_online_store_lacks_is_refused(pipeline_run, tmp_path):
@@ -116,3 +117,17 @@ def test_users_created_by_events_are_bounded(own_run):
         assert second.status_code == 400 and second.json()["field"] == "user_id"
         known = httpx.post(f"{url}/v1/events", json={**first, "user_id": 5})
         assert known.status_code == 200  # users of the snapshot are never refused
+
+
+def test_a_host_without_index_copies_serves_the_champion_from_the_registry(pipeline_run, own_run):
+    # Another host: the same registry and feature store, no index folder of its own.
+    shutil.rmtree(own_run / "indexes")
+    cfg = load_config(own_run / "config.yaml")
+    here, there = Recommender(pipeline_run, cfg), Recommender(own_run, cfg)
+    assert there.pair.versions == here.pair.versions
+    version = here.pair.index_version
+    for name in ("manifest.json", "account_ids.npy"):
+        fetched = (own_run / "indexes" / version / name).read_bytes()
+        assert fetched == (pipeline_run / "indexes" / version / name).read_bytes()
+    for user in (0, 7, 1500):
+        assert there.recommend(user, 50).account_ids == here.recommend(user, 50).account_ids
