@@ -11,7 +11,7 @@ export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 DAG ?= followrec_index_refresh
 CONF ?= {"run_dir": "$(RUN)"}
 
-.PHONY: help install run evaluate ui dag deploy undeploy test lint bench clean
+.PHONY: help install run evaluate ui dag deploy undeploy test lint browser bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -49,6 +49,12 @@ undeploy: install  ## stop it and remove its namespaces (PURGE=1 also drops its 
 
 test: install  ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+browser:  ## Debian's chromium and chromedriver for the browser tests (apt; root or sudo)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); pkgs="chromium chromium-driver"; \
+	  $$sudo apt-get install -y -q --no-install-recommends $$pkgs || \
+	  { $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends $$pkgs; }; }
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

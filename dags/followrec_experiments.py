@@ -36,9 +36,11 @@ train (followrec_training, offline gate) → `followrec experiment create NAME -
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
         "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
-        "experiment": Param("", type="string", description="default: the running one"),
-        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
-        "extra_settings": Param([], type="array", description="section.key=value items"),
+        "experiment": Param(None, type=["null", "string"], description="default: the running one"),
+        "tracking_uri": Param(None, type=["null", "string"], description="default: RUN/mlflow.db"),
+        "extra_settings": Param(
+            None, type=["null", "array"], description="section.key=value items"
+        ),
     },
 )
 def followrec_experiments() -> None:

@@ -42,15 +42,21 @@ stay as they were. Params: the source, the run folder, the online store, extra s
     params={
         "dataset": Param("twitch", enum=["twitch", "edgelist", "synthetic", "parquet"]),
         "twitch_languages": Param(["DE", "ENGB", "ES", "FR", "PTBR", "RU"], type="array"),
-        "edges": Param("", type="string", description="edge-list file (dataset=edgelist)"),
-        "nodes": Param("", type="string", description="node-attribute CSV (edgelist)"),
-        "parquet_dir": Param("", type="string", description="contract tables (parquet)"),
+        "edges": Param(
+            None, type=["null", "string"], description="edge-list file (dataset=edgelist)"
+        ),
+        "nodes": Param(None, type=["null", "string"], description="node-attribute CSV (edgelist)"),
+        "parquet_dir": Param(
+            None, type=["null", "string"], description="contract tables (parquet)"
+        ),
         "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
         "online_store": Param(
             "", enum=["", "sqlite", "redis"], description="default: the configured store"
         ),
-        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
-        "extra_settings": Param([], type="array", description="section.key=value items"),
+        "tracking_uri": Param(None, type=["null", "string"], description="default: RUN/mlflow.db"),
+        "extra_settings": Param(
+            None, type=["null", "array"], description="section.key=value items"
+        ),
     },
 )
 def followrec_features() -> None:

@@ -37,8 +37,10 @@ retraining. It refuses when the snapshot has accounts the champion has no embedd
     params={
         "run_dir": Param("runs/pipeline", type="string", description="the run folder"),
         "target_ann_recall": Param(0.95, type="number", minimum=0, maximum=1),
-        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
-        "extra_settings": Param([], type="array", description="section.key=value items"),
+        "tracking_uri": Param(None, type=["null", "string"], description="default: RUN/mlflow.db"),
+        "extra_settings": Param(
+            None, type=["null", "array"], description="section.key=value items"
+        ),
     },
 )
 def followrec_index_refresh() -> None:

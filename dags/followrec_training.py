@@ -53,8 +53,10 @@ floors, target ANN recall, tracking URI, extra settings. Re-running a run is ide
         "floor_recall_at_100": Param(0.0, type="number", minimum=0, maximum=1),
         "floor_map_at_100": Param(0.0, type="number", minimum=0, maximum=1),
         "target_ann_recall": Param(0.95, type="number", minimum=0, maximum=1),
-        "tracking_uri": Param("", type="string", description="default: RUN/mlflow.db"),
-        "extra_settings": Param([], type="array", description="section.key=value items"),
+        "tracking_uri": Param(None, type=["null", "string"], description="default: RUN/mlflow.db"),
+        "extra_settings": Param(
+            None, type=["null", "array"], description="section.key=value items"
+        ),
     },
 )
 def followrec_training() -> None:

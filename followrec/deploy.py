@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from followrec.core.errors import InputError
+from followrec.registry.tracking import SERVER_ENV
 
 BRIDGE = "frbr0"
 NET = "10.231.0"
@@ -327,7 +328,7 @@ def up(run: Path) -> dict[str, Any]:
     }  # fmt: skip
     for name, argv in root.items():
         if name not in procs:
-            procs[name] = _start(state, name, argv, env if name != "mlflow" else {})
+            procs[name] = _start(state, name, argv, env if name != "mlflow" else SERVER_ENV)
     for worker in ("worker-1", "worker-2"):
         if worker not in procs:
             argv = [airflow, "celery", "worker", "--skip-serve-logs", "--concurrency", "1",

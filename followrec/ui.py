@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from followrec.core.config import Config
-from followrec.registry.tracking import tracking_uri
+from followrec.registry.tracking import SERVER_ENV, tracking_uri
 
 PORTS = {"airflow": 8080, "mlflow": 5000, "feast": 8888}
 AIRFLOW_USER = "admin"
@@ -80,7 +80,7 @@ def commands(
         "mlflow": (
             [str(bin_dir / "mlflow"), "ui", "--host", host, "--port", str(ports["mlflow"]),
              "--backend-store-uri", tracking_uri(cfg.mlflow.tracking_uri, run)],
-            {},
+            SERVER_ENV,
         ),
         "feast": (
             [str(bin_dir / "feast"), "-c", str(run / "feast"), "ui", "--host", host,

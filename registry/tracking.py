@@ -15,6 +15,12 @@ MODEL_NAME = "followrec-two-tower"
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
+# The tracking server followrec starts (`followrec ui`, `followrec deploy`): MLflow 3 also
+# starts a job runner (Huey consumers for GenAI judges and scheduled scorers) that polls its
+# database in several busy processes; followrec runs no server-side jobs, so it stays off.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def tracking_uri(configured: str | None, out_dir: Path) -> str:
     """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
     if configured:

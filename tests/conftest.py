@@ -103,6 +103,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "netns" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    # The browser journeys need Debian's chromium and its driver (`make browser`).
+    if not (shutil.which("chromium") and shutil.which("chromedriver")) and not required:
+        reason = "needs browser: chromium and chromedriver not found (run `make browser`)"
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def synthetic_feature_tables(n_accounts: int, mean_follows: int):  # noqa: ANN201

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def pipeline_run(tmp_path_factory, twitch_dir) -> Path:
 def own_run(pipeline_run, tmp_path) -> Path:
     """A copy of the pipeline run for a test that moves its champion or publishes an index,
     so no other test sees what it changed (the registry and the indexes are the copy's)."""
-    return Path(shutil.copytree(pipeline_run, tmp_path / "run"))
+    return Path(shutil.copytree(pipeline_run, tmp_path / "run", symlinks=True))
 
 
 @contextlib.contextmanager
@@ -88,3 +90,23 @@ def service(pipeline_run) -> Iterator[str]:
 def client(service) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service, headers={"X-API-Key": API_KEY}, timeout=30) as c:
         yield c
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last = exc
+        time.sleep(2)
+    raise AssertionError(f"{what} not ready after {seconds}s ({last!r})")

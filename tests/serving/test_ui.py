@@ -4,7 +4,6 @@ DAGs come up unpaused behind a generated login, and SIGTERM leaves no process be
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,27 +12,9 @@ import httpx
 import psutil
 import pytest
 
+from tests.serving.conftest import free_port, wait_for
+
 pytestmark = pytest.mark.timeout(420)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(2)
-    raise AssertionError(f"{what} not ready after {seconds}s ({last!r})")
 
 
 def test_ui_binds_loopback_unpauses_dags_and_stops_every_child(own_run):
