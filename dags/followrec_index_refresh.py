@@ -21,7 +21,8 @@ DOC = """
 | `publish_refresh` | publish it and tag the champion's `index.version`, unless the champion changed meanwhile | `followrec step publish_refresh` |
 
 Run it after followrec_features when producers' features move faster than the model needs
-retraining. It refuses when the snapshot has accounts the champion has no embedding for.
+retraining. Accounts newer than the champion (no id embedding) are embedded from their
+features and added (`new_accounts` in the task's result).
 """
 
 

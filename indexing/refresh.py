@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 
 from followrec.core.config import IndexConfig
-from followrec.core.errors import InputError
 from followrec.features.transforms import FeatureTables
 from followrec.indexing.build import build_index_version
 from followrec.indexing.store import version_name
@@ -20,15 +19,11 @@ def refresh_version(
     root: Path, model_version: str, model_dir: Path, tables: FeatureTables, cfg: IndexConfig
 ) -> dict[str, Any]:
     """A new index version for `model_version` (its registered weights in model_dir) on these
-    feature tables; refused when the snapshot has accounts the model cannot embed."""
+    feature tables. Accounts newer than the model (no id row) are embedded from their other
+    features; the manifest counts them (`new_accounts`)."""
     model = json.loads((Path(model_dir) / "model.json").read_text())
-    if len(tables.producer) > model["n_ids"]["accounts"]:
-        raise InputError(
-            "the feature snapshot has accounts the champion has no embedding for; "
-            "retrain (followrec_training) instead of refreshing",
-            field="accounts",
-            value=len(tables.producer),
-        )
+    ids = tables.producer["account_id"].to_numpy()
+    new_accounts = int((ids >= model["n_ids"]["accounts"]).sum())
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
     version = version_name(model_version, refresh=stamp)
     manifest = build_index_version(
@@ -41,4 +36,5 @@ def refresh_version(
         cfg.kind,
         cfg.sample_users,
     )
-    return {**manifest, "index_version": version}  # the manifest names the model version
+    # The manifest names the model version.
+    return {**manifest, "index_version": version, "new_accounts": new_accounts}

@@ -45,6 +45,7 @@ def _queries(pair: Any, consumer: pd.DataFrame, users: np.ndarray) -> np.ndarray
         trained.schema["consumer"],
         trained.dense_stats["consumer"],
         trained.train_config["max_history"],
+        trained.n_ids,
     )
     with torch.no_grad():
         return encode(trained.model.consumer, tensors, users).numpy().astype(np.float32)

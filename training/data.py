@@ -20,12 +20,25 @@ class Bag:
     offsets: torch.Tensor
 
     @classmethod
-    def from_column(cls, column: pd.Series, limit: int | None = None) -> Bag:
-        """From a list column (or an integer column: one id per row), first `limit` ids."""
+    def from_column(
+        cls, column: pd.Series, limit: int | None = None, rows: int | None = None
+    ) -> Bag:
+        """From a list column (or an integer column: one id per row), first `limit` ids;
+        ids >= `rows` (no row in the table) are left out."""
         if pd.api.types.is_integer_dtype(column):
             values = column.to_numpy(dtype=np.int64)
-            return cls(torch.from_numpy(values.copy()), torch.arange(len(values) + 1))
+            if rows is None:
+                return cls(torch.from_numpy(values.copy()), torch.arange(len(values) + 1))
+            known = values < rows
+            indptr = np.concatenate([[0], np.cumsum(known)])
+            return cls(torch.from_numpy(values[known].copy()), torch.from_numpy(indptr))
         indptr, values = bag_to_csr(column)
+        if rows is not None:
+            known = values < rows
+            row_of = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            lengths = np.bincount(row_of[known], minlength=len(indptr) - 1)
+            values = values[known]
+            indptr = np.concatenate([[0], np.cumsum(lengths)])
         if limit is not None:
             lengths = np.minimum(np.diff(indptr), limit)
             keep = np.arange(len(values)) - np.repeat(indptr[:-1], np.diff(indptr)) < np.repeat(
@@ -89,8 +102,11 @@ def tower_tensors(
     features: list[dict[str, Any]],
     dense_stats: dict[str, list[float]],
     bag_limit: int | None = None,
+    id_rows: dict[str, int] | None = None,
 ) -> TowerTensors:
-    """Tensors for one tower from its feature table, following the schema."""
+    """Tensors for one tower from its feature table, following the schema. `id_rows` (the
+    model's id table sizes) leaves out of every bag the ids a table has no row for: accounts
+    newer than the model, which it then embeds from their other features."""
     tensors: dict[str, Any] = {}
     for feat in features:
         col = frame[feat["name"]]
@@ -100,7 +116,8 @@ def tower_tensors(
             tensors[feat["name"]] = torch.from_numpy(np.clip(codes, 0, feat["cardinality"] - 1))
         elif kind == "id_bag":
             limit = bag_limit if feat.get("ids") == "accounts" else None
-            tensors[feat["name"]] = Bag.from_column(col, limit)
+            rows = None if id_rows is None else id_rows.get(feat["ids"])
+            tensors[feat["name"]] = Bag.from_column(col, limit, rows)
         elif kind == "dense":
             mean, std = dense_stats[feat["name"]]
             values = (dense_values(col, feat.get("transform")) - mean) / std

@@ -33,6 +33,7 @@ class TwoTowerConsumer(PythonModel):
             trained.schema["consumer"],
             trained.dense_stats["consumer"],
             trained.train_config["max_history"],
+            trained.n_ids,
         )
         embeddings = encode(trained.model.consumer, tensors).numpy().astype(np.float64)
         return pd.DataFrame({"embedding": list(embeddings)})

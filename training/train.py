@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 HISTORY_BAGS = ("follows", "recent_follows")
 # Producer bags of the accounts that follow it: the training user is left out of its target's.
 FOLLOWER_BAGS = ("followers",)
+OWN_ID = "account_id"  # the producer's own id, a one-id bag
 AUTO_EPOCHS = 8  # epochs when train.epochs is left to auto
 MAX_EPOCHS = 200  # bound on the extra epochs small graphs get from min_steps
 SPARSE_IDS_ABOVE = 200_000  # accounts; below it dense Adam on the id tables is faster
@@ -63,13 +64,13 @@ class TrainedModel:
 
     def tensors(self, tables: FeatureTables) -> tuple[TowerTensors, TowerTensors]:
         """Consumer and producer tensors for feature tables, with the fitted statistics."""
-        limit = self.train_config["max_history"]
+        limit, rows = self.train_config["max_history"], self.n_ids
         return (
             tower_tensors(
-                tables.consumer, self.schema["consumer"], self.dense_stats["consumer"], limit
+                tables.consumer, self.schema["consumer"], self.dense_stats["consumer"], limit, rows
             ),
             tower_tensors(
-                tables.producer, self.schema["producer"], self.dense_stats["producer"], limit
+                tables.producer, self.schema["producer"], self.dense_stats["producer"], limit, rows
             ),
         )
 
@@ -84,6 +85,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.temperature": cfg.temperature > 0,
         "train.history_dropout": 0 <= cfg.history_dropout < 1,
         "train.item_dropout": 0 <= cfg.item_dropout < 1,
+        "train.new_account_dropout": 0 <= cfg.new_account_dropout < 1,
         "train.validation_fraction": 0 < cfg.validation_fraction < 1,
         "train.mixed_negatives": cfg.mixed_negatives >= 0,
         "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
@@ -500,13 +502,20 @@ def _history_weights(
     return weights
 
 
-def _follower_weights(batch: dict[str, Any], users: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The follow being learned is not yet an edge the target's follower bag may show."""
+def _producer_weights(
+    batch: dict[str, Any], users: torch.Tensor, tc: TrainConfig, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The follow being learned is not yet an edge the target's follower bag may show; the
+    target's own id is hidden at random (`new_account_dropout`) so that the tower learns to
+    place an account from its features alone, as it must for accounts newer than the model."""
     weights = {}
     for name in FOLLOWER_BAGS:
         if name in batch:
             flat, _, segment = batch[name]
             weights[name] = (flat != users[segment]).float()
+    if tc.new_account_dropout > 0 and OWN_ID in batch:
+        flat, _, _ = batch[OWN_ID]
+        weights[OWN_ID] = (torch.rand(len(flat), generator=gen) >= tc.new_account_dropout).float()
     return weights
 
 
@@ -525,7 +534,7 @@ def _step_loss(
     cb = consumer_t.batch(u)
     user = model.consumer(cb, _history_weights(cb, v, tc, gen))
     pb = producer_t.batch(v)
-    item = model.producer(pb, _follower_weights(pb, u))
+    item = model.producer(pb, _producer_weights(pb, u, tc, gen))
     if tc.objective == "pointwise":
         # Random negatives drawn from one pool per batch: the producer tower runs on the
         # pool once instead of on every (positive, negative) pair.

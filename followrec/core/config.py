@@ -127,6 +127,9 @@ class TrainConfig:
     )
     history_dropout: float = 0.2  # drop a user's whole follow history (cold-start robustness)
     item_dropout: float = 0.3  # drop single followed accounts from the history bag
+    # Hide a producer's own id embedding at random, so accounts newer than the model (no id
+    # row) are placed from their other features by an index refresh.
+    new_account_dropout: float = 0.0
     max_history: int = 50  # followed accounts fed to the consumer tower
     validation_fraction: float = 0.1  # of training follows, for early stopping
     validation_users: int = 3000
