@@ -20,7 +20,7 @@ def refresh_version(
 ) -> dict[str, Any]:
     """A new index version for `model_version` (its registered weights in model_dir) on these
     feature tables. Accounts newer than the model (no id row) are embedded from their other
-    features; the manifest counts them (`new_accounts`)."""
+    features; the result counts them (`new_accounts`, kept in refresh.json)."""
     model = json.loads((Path(model_dir) / "model.json").read_text())
     ids = tables.producer["account_id"].to_numpy()
     new_accounts = int((ids >= model["n_ids"]["accounts"]).sum())
