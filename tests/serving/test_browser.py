@@ -19,7 +19,7 @@ import httpx
 import pytest
 from feast import FeatureStore
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -80,7 +80,9 @@ class Pages:
 
     def __init__(self, driver: webdriver.Chrome, folder: Path) -> None:
         self.driver = driver
-        self.wait = WebDriverWait(driver, 60)
+        # The single-page apps re-render under the test: an element found a moment ago may
+        # be gone (stale); the wait then looks again.
+        self.wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,))
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -198,6 +200,7 @@ def test_airflow_mlflow_and_feast_journeys_in_chromium(ui, own_run, browser, twi
     pages.find("//*[text()='champion']")
     pages.shot("mlflow-registry")
     pages.click(f"//a[normalize-space()='Version {champion.version}']")
+    pages.wait.until(lambda d: d.current_url.endswith(f"/versions/{champion.version}"))
     pages.find("//*[text()='champion']")
     assert f"Version {champion.version}" in pages.body()
     assert champion.tags["index.version"] in pages.body()
