@@ -23,7 +23,11 @@ def _run_id(client: MlflowClient, model_version: str) -> str:
 
 def _checked(model_version: str, index_version: str) -> None:
     if model_version_of(index_version) != str(model_version):
-        raise ValueError(f"index {index_version} was not built for model v{model_version}")
+        raise InputError(
+            f"index {index_version} was not built for model v{model_version}",
+            field="index_version",
+            value=index_version,
+        )
 
 
 def upload(client: MlflowClient, model_version: str, root: Path, index_version: str) -> str:

@@ -145,6 +145,7 @@ def build_index(
         tables = load_split_features(cfg, progress=progress)[2]
     version = str(registered["version"])
     root = index_root(cfg, run_dir)
+    client = client_for(cfg, run_dir)
     if gated.get("already_champion"):
         # A re-run: the champion's published index is kept, not rebuilt under its readers.
         root = local_index(cfg, run_dir, version, version_name(version))
@@ -161,9 +162,7 @@ def build_index(
         cfg.index.kind,
         cfg.index.sample_users,
     )
-    manifest["artifact_path"] = upload(
-        client_for(cfg, run_dir), version, root, version_name(version)
-    )
+    manifest["artifact_path"] = upload(client, version, root, version_name(version))
     atomic_write(run_dir / "index.json", json.dumps(manifest, indent=2))
     return manifest
 
@@ -306,7 +305,8 @@ def _champion_with_index(client: MlflowClient) -> Any:
 def refresh_index(cfg: Config, run_dir: str | Path, tables: FeatureTables) -> dict[str, Any]:
     """A new index version for the champion on these feature tables (refresh.json)."""
     run_dir = Path(run_dir)
-    champion = _champion_with_index(client_for(cfg, run_dir))
+    client = client_for(cfg, run_dir)
+    champion = _champion_with_index(client)
     out = refresh_version(
         index_root(cfg, run_dir),
         str(champion.version),
@@ -315,10 +315,7 @@ def refresh_index(cfg: Config, run_dir: str | Path, tables: FeatureTables) -> di
         cfg.index,
     )
     out["artifact_path"] = upload(
-        client_for(cfg, run_dir),
-        out["model_version"],
-        index_root(cfg, run_dir),
-        out["index_version"],
+        client, out["model_version"], index_root(cfg, run_dir), out["index_version"]
     )
     atomic_write(run_dir / "refresh.json", json.dumps(out, indent=2))
     return out

@@ -164,11 +164,6 @@ class Recommender:
 
         return promote.client_for(self.cfg, self.run_dir)
 
-    def _index_root(self) -> Path:
-        from followrec.registry import promote
-
-        return promote.index_root(self.cfg, self.run_dir)
-
     def published_versions(self) -> tuple[str | None, str | None]:
         """The champion alias's version and its index version (the version's `index.version`
         tag), right now: both come from the registry, never from a folder of this host."""
@@ -182,7 +177,7 @@ class Recommender:
     def load_pair(self, model_version: str, index_version: str | None) -> Pair:
         """Load and check a pair; PairRefused names why it may not serve."""
         from followrec.indexing.store import load_version, model_version_of
-        from followrec.registry.index_artifacts import fetch
+        from followrec.registry.promote import local_index
 
         if index_version is None:
             raise PairRefused("no index has been published")
@@ -193,8 +188,7 @@ class Recommender:
             )
         model_dir = self._model_dir(model_version)
         schema = json.loads((model_dir / "model.json").read_text())["schema"]
-        root = self._index_root()
-        fetch(self._client(), model_version, root, index_version)
+        root = local_index(self.cfg, self.run_dir, model_version, index_version)
         index, account_ids, manifest = load_version(root, index_version)
         if manifest["schema_hash"] != schema["hash"]:
             raise PairRefused(

@@ -64,3 +64,6 @@ def test_refresh_adds_accounts_newer_than_the_model(tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # Placed by their features, not all on one point.
     assert len(np.unique(vectors[n_old:].round(4), axis=0)) > 50
+    # Retrievable: the searched structure (ANN graph included) reaches every new account.
+    _, found = index.search(vectors[n_old:], 1)
+    assert (account_ids[found[:, 0]] == np.arange(n_old, 600)).mean() >= 0.95
