@@ -4,6 +4,9 @@ Each dataset runs in its own process so peak RSS is its own. Prints a table, wri
 
     .venv/bin/python benchmarks/training.py --json runs/bench/training.json
     .venv/bin/python benchmarks/training.py --datasets twitch --steps 300 --json out.json
+    # how the id tables learn and the matmul precision, side by side on the same data:
+    .venv/bin/python benchmarks/training.py --json runs/bench/training-variants.json \
+        --variants "sparse_ids=never;sparse_ids=always;sparse_ids=rows;precision=bf16"
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ CHILD = "--child"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 
-def measure(dataset: str, steps: int, accounts: int, als_iterations: int) -> dict:
-    """Load, split, fit a bounded number of training steps, and time ALS on the same data."""
+def measure(
+    dataset: str, steps: int, accounts: int, als_iterations: int, variants: list[str]
+) -> list[dict]:
+    """Load, split, fit a bounded number of training steps per variant (train.* settings),
+    and time ALS on the same data."""
     import numpy as np
 
     from followrec.core.config import load_config
@@ -43,18 +49,28 @@ def measure(dataset: str, steps: int, accounts: int, als_iterations: int) -> dic
     ds = load_dataset(cfg, progress=False)
     split = split_dataset(ds, cfg.split)
     load_seconds = time.perf_counter() - started
-    trained = train_two_tower(ds, split, cfg, progress=False)
-    row = {
-        "dataset": ds.name,
-        "accounts": ds.n_accounts,
-        "train_follows": int(len(split.train)),
-        "load_split_seconds": round(load_seconds, 1),
-        "steps": steps,
-        "batch_size": cfg.train.batch_size,
-        "examples_per_second": round(trained.examples_per_second),
-        "fit_seconds_incl_features_and_validation": round(trained.seconds, 1),
-        "epoch_seconds_estimate": round(len(split.train) * 0.9 / trained.examples_per_second, 1),
-    }
+    rows = []
+    for variant in variants:
+        settings = [f"train.{item}" for item in variant.split(",") if item]
+        trained = train_two_tower(
+            ds, split, load_config(None, overrides + settings), progress=False
+        )
+        rows.append(
+            {
+                "dataset": ds.name,
+                "variant": variant or "defaults",
+                "accounts": ds.n_accounts,
+                "train_follows": int(len(split.train)),
+                "load_split_seconds": round(load_seconds, 1),
+                "steps": steps,
+                "batch_size": cfg.train.batch_size,
+                "examples_per_second": round(trained.examples_per_second),
+                "fit_seconds_incl_features_and_validation": round(trained.seconds, 1),
+                "epoch_seconds_estimate": round(
+                    len(split.train) * 0.9 / trained.examples_per_second, 1
+                ),
+            }
+        )
     # The peer: implicit's ALS on the same training follows.
     ctx = GraphContext.from_train(
         split.train, ds.n_accounts, np.zeros(ds.n_accounts, int), progress=False
@@ -62,9 +78,9 @@ def measure(dataset: str, steps: int, accounts: int, als_iterations: int) -> dic
     als_cfg = type(cfg.baselines)(als_iterations=als_iterations)
     started = time.perf_counter()
     als(ctx, np.arange(min(1000, ds.n_accounts)), 10, als_cfg)
-    row["als_seconds_per_iteration"] = round((time.perf_counter() - started) / als_iterations, 2)
-    row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-    return row
+    als_seconds = round((time.perf_counter() - started) / als_iterations, 2)
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    return [row | {"als_seconds_per_iteration": als_seconds, "peak_rss_gb": peak} for row in rows]
 
 
 def main() -> None:
@@ -84,10 +100,21 @@ def main() -> None:
         help="synthetic graph size (mean 25 follows drawn per account)",
     )
     parser.add_argument("--als-iterations", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="semicolon-separated train.* settings to time one after another on the same "
+        "data, e.g. 'sparse_ids=never;precision=bf16' (default: the defaults alone)",
+    )
     parser.add_argument(CHILD, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variants = args.variants.split(";")
     if args.child:
-        print(json.dumps(measure(args.child, args.steps, args.accounts, args.als_iterations)))
+        print(
+            json.dumps(
+                measure(args.child, args.steps, args.accounts, args.als_iterations, variants)
+            )
+        )
         return
     rows = []
     for dataset in args.datasets.split(","):
@@ -103,6 +130,8 @@ def main() -> None:
                 str(args.accounts),
                 "--als-iterations",
                 str(args.als_iterations),
+                "--variants",
+                args.variants,
                 CHILD,
                 dataset,
             ],
@@ -111,9 +140,10 @@ def main() -> None:
         )
         if proc.returncode != 0:
             sys.exit(f"{dataset} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
     columns = [
         "dataset",
+        "variant",
         "accounts",
         "train_follows",
         "examples_per_second",

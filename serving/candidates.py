@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-import torch
 
 from followrec.core.errors import InputError
 from followrec.core.limits import MAX_K
@@ -29,9 +28,9 @@ from followrec.features.transforms import apply_user_event, follow_count_bucket
 from followrec.serving.cache import ResultCache
 from followrec.serving.moderation import Moderation
 from followrec.serving.rerank import discount, mmr
-from followrec.training.data import tower_tensors
 from followrec.training.model_io import load_model_dir
-from followrec.training.train import TrainedModel, encode
+from followrec.training.numpy_tower import NumpyTower
+from followrec.training.train import TrainedModel
 
 log = logging.getLogger("followrec.serving")
 
@@ -78,8 +77,17 @@ class Pair:
     service: Any  # the Feast FeatureService the consumer tower reads
 
     rows: pd.Index = field(init=False, repr=False)
+    query_tower: NumpyTower = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        trained = self.trained
+        self.query_tower = NumpyTower(
+            trained.model.consumer,
+            trained.schema["consumer"],
+            trained.dense_stats["consumer"],
+            trained.train_config["max_history"],
+            trained.n_ids,
+        )
         # Account id -> index row. Built, hash table included, before the pair is shared:
         # pandas builds an Index's hash table lazily and not thread-safely, and requests
         # racing on a fresh pair after a swap got "Reindexing only valid with uniquely
@@ -398,16 +406,7 @@ class Recommender:
         feature_seconds: float,
     ) -> Candidates:
         t0 = time.perf_counter()
-        frame = _fill(frame, pair.trained.schema["consumer"])
-        tensors = tower_tensors(
-            frame,
-            pair.trained.schema["consumer"],
-            pair.trained.dense_stats["consumer"],
-            pair.trained.train_config["max_history"],
-            pair.trained.n_ids,
-        )
-        with torch.no_grad():
-            query = encode(pair.trained.model.consumer, tensors).numpy().astype(np.float32)
+        query = pair.query_tower.embed(frame.iloc[0].to_dict())[None, :]
         t1 = time.perf_counter()
         excluded = set(follows.tolist()) | self.moderation.removed()
         if user_id is not None:
@@ -548,22 +547,3 @@ def _checked_ids(values: list[int], size: int, name: str) -> np.ndarray:
     if len(bad):
         raise InputError(f"ids must be in [0, {size})", field=name, value=int(bad[0]))
     return ids
-
-
-def _fill(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
-    """Online rows in the training dtypes: bags as int64 arrays, missing values as 0."""
-    out = frame.copy()
-    for feat in features:
-        name = feat["name"]
-        if name not in out:
-            out[name] = None
-        if feat["kind"] in ("id_bag", "vector"):
-            dtype = np.int64 if feat["kind"] == "id_bag" else np.float32
-            out[name] = [np.asarray(v if v is not None else [], dtype=dtype) for v in out[name]]
-        else:
-            out[name] = out[name].astype(object).where(out[name].notna(), 0)
-            if feat["kind"] == "categorical":
-                out[name] = out[name].astype(np.int64)
-            else:
-                out[name] = out[name].astype(np.float64)
-    return out

@@ -42,11 +42,10 @@ class FollowIndex:
     def mask(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Boolean (users x candidates): True where users[i] follows candidates[j]."""
         unique, inverse = torch.unique(candidates, return_inverse=True)
-        position = torch.full((self.n,), -1, dtype=torch.long)
-        position[unique] = torch.arange(len(unique))
         segment, followed = self.rows(users)
-        column = position[followed]
-        hit = column >= 0
+        # A lookup in the sorted candidates, not an n-sized position table per step.
+        column = torch.searchsorted(unique, followed).clamp_(max=len(unique) - 1)
+        hit = unique[column] == followed
         small = torch.zeros(len(users), len(unique), dtype=torch.bool)
         small[segment[hit], column[hit]] = True
         return small[:, inverse]

@@ -61,9 +61,13 @@ class Tower(nn.Module):
             self.mlp = nn.Sequential(*layers)
 
     def embed_features(
-        self, batch: dict[str, Any], bag_weights: dict[str, torch.Tensor] | None = None
+        self,
+        batch: dict[str, Any],
+        bag_weights: dict[str, torch.Tensor] | None = None,
+        tables: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Concatenated per-feature embeddings (batch x dim * features)."""
+        """Concatenated per-feature embeddings (batch x dim * features). `tables` replaces the
+        id tables by the rows a training step touches (its bags' ids then index those rows)."""
         parts = []
         for feat in self.features:
             name, kind = feat["name"], feat["kind"]
@@ -77,25 +81,23 @@ class Tower(nn.Module):
             else:
                 flat, offsets, segment = value
                 weights = None if bag_weights is None else bag_weights.get(name)
-                parts.append(
-                    pooled_bag(
-                        self.id_tables[feat["ids"]].weight,
-                        flat,
-                        offsets,
-                        segment,
-                        weights,
-                        self.sparse_ids,
-                    )
-                )
+                if tables is not None:
+                    table, sparse = tables[feat["ids"]], False
+                else:
+                    table, sparse = self.id_tables[feat["ids"]].weight, self.sparse_ids
+                parts.append(pooled_bag(table, flat, offsets, segment, weights, sparse))
         return torch.cat(parts, dim=1)
 
     def forward(
-        self, batch: dict[str, Any], bag_weights: dict[str, torch.Tensor] | None = None
+        self,
+        batch: dict[str, Any],
+        bag_weights: dict[str, torch.Tensor] | None = None,
+        tables: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Unit-length embeddings (batch x output_dim)."""
-        x = self.embed_features(batch, bag_weights)
+        x = self.embed_features(batch, bag_weights, tables)
         out = self.linear(x) if self.mlp is None else self.linear(x) + self.mlp(x)
-        return F.normalize(out, dim=1)
+        return F.normalize(out.float(), dim=1)
 
 
 def pooled_bag(

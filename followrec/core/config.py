@@ -135,8 +135,12 @@ class TrainConfig:
     validation_users: int = 3000
     patience: int = 2
     interaction_head: bool = False  # extra MLP scorer over both embeddings (ranking studies)
-    # Sparse id-table gradients: auto (above 200k accounts) | always | never.
+    # How the shared id tables learn: auto (above 200k accounts row-wise, or sparse under
+    # torchrun; below, dense) | rows (only the rows a step touches: lazy Adam) | always
+    # (sparse gradients, SparseAdam) | never (dense gradients, Adam with the towers).
     sparse_ids: str = "auto"
+    # Tower matmuls in bfloat16 (autocast) or float32; weights and the loss stay float32.
+    precision: str = "fp32"
     threads: int = 2
     seed: int = 13
     max_steps: int | None = None  # stop after this many steps (tests, smoke runs)

@@ -40,10 +40,13 @@ def tiny():
     return ds, split_dataset(ds, Config().split)
 
 
-@pytest.mark.parametrize("sparse_ids", ["never", "always"])
-def test_ten_steps_beat_random_retrieval(tiny, sparse_ids):
+@pytest.mark.parametrize(
+    ("sparse_ids", "precision"),
+    [("never", "fp32"), ("always", "fp32"), ("rows", "fp32"), ("rows", "bf16")],
+)
+def test_ten_steps_beat_random_retrieval(tiny, sparse_ids, precision):
     ds, split = tiny
-    cfg = small_config(max_steps=10, sparse_ids=sparse_ids)
+    cfg = small_config(max_steps=10, sparse_ids=sparse_ids, precision=precision)
     trained = train_two_tower(ds, split, cfg, progress=False)
     users = split.eval_users()
     recs = two_tower_recommendations(trained, ds, split, users, 100, full_tables(ds, split))[0][
