@@ -187,10 +187,14 @@ class MlflowConfig:
 
 @dataclass(frozen=True)
 class FeastConfig:
-    """The feature store. Defaults are embedded (SQLite online store, file registry)."""
+    """The feature store. Defaults are embedded (SQLite online store, file registry, DuckDB
+    over the Parquet snapshots as the offline store)."""
 
     project: str = "followrec"
     online_store: str = "sqlite"  # sqlite | redis
+    # duckdb | file (Feast's dask store). On Twitch DuckDB did the point-in-time join of the
+    # training set in 1.2 s against 78.8 s, materialization in 11.5 s against 34.9 s.
+    offline_store: str = "duckdb"
     redis_connection: str = "127.0.0.1:6379"  # host:port[,db=N] when online_store is redis
     registry: str | None = None  # SQLAlchemy URL for a SQL registry; default: a file
     enabled: bool = True

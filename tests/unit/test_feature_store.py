@@ -31,7 +31,10 @@ def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return True
 
 
-def test_historical_features_equal_the_builder_and_are_point_in_time(tables, tmp_path):
+@pytest.mark.parametrize("offline_store", ["duckdb", "file"])
+def test_historical_features_equal_the_builder_and_are_point_in_time(
+    tables, tmp_path, offline_store
+):
     features = tmp_path / "features"
     manifest = feature_store.write_feature_tables(tables, features)
     # A second, later snapshot in the same source: every follow count moved by +1000.
@@ -41,7 +44,7 @@ def test_historical_features_equal_the_builder_and_are_point_in_time(tables, tmp
     newer[definitions.TIMESTAMP] = later.as_unit("ns")
     pd.concat([consumer, newer]).to_parquet(features / "consumer.parquet", index=False)
 
-    feature_store.apply(FeastConfig(), features, tmp_path / "feast")
+    feature_store.apply(FeastConfig(offline_store=offline_store), features, tmp_path / "feast")
     as_of_first = feature_store.historical_tables(features, tmp_path / "feast")
     assert same(as_of_first.consumer, tables.consumer)
     assert same(as_of_first.producer, tables.producer)
@@ -53,6 +56,11 @@ def test_historical_features_equal_the_builder_and_are_point_in_time(tables, tmp
     before = pd.Timestamp(manifest["feature_timestamp"]) - pd.Timedelta(days=1)
     with pytest.raises(InputError, match="have no consumer features at or before"):
         feature_store.historical_tables(features, tmp_path / "feast", as_of=before)
+
+
+def test_an_unknown_offline_store_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(InputError, match="feast.offline_store"):
+        feature_store.repo_config(FeastConfig(offline_store="spark"), tmp_path)
 
 
 def test_materialize_then_push_updates_one_user_online(tables, tmp_path):
