@@ -278,16 +278,18 @@ class Recommender:
 
     # ------------------------------------------------------------------ features
 
-    def online_row(self, user_id: int, pair: Pair | None = None) -> tuple[pd.DataFrame, bool]:
-        """The user's online consumer features and whether the store knows the user."""
+    def online_row(self, user_id: int, pair: Pair | None = None) -> tuple[dict[str, Any], bool]:
+        """The user's online consumer features (name -> value, None where missing) and
+        whether the store knows the user. A dict, not a DataFrame: building and testing a
+        one-row frame cost more than the Feast read itself."""
         pair = pair or self.pair
         key = definitions.KEYS["consumer"]
         response = self.store.get_online_features(
             features=pair.service, entity_rows=[{key: int(user_id)}]
         )
-        frame = pd.DataFrame(response.to_dict())
-        known = not frame.drop(columns=[key]).isna().all(axis=None)
-        return frame, known
+        row = {name: values[0] for name, values in response.to_dict().items()}
+        known = any(value is not None for name, value in row.items() if name != key)
+        return row, known
 
     # ------------------------------------------------------------------ candidates
 
@@ -324,11 +326,11 @@ class Recommender:
         cached = self.cache.get(user_id, (options, pair.versions))
         if cached is not None:
             return replace(cached, cached=True, seconds={"total": time.perf_counter() - started})
-        frame, known = self.online_row(user_id, pair)
+        row, known = self.online_row(user_id, pair)
         fetched = time.perf_counter()
-        follows = _bag(frame, "follows")
+        follows = _bag(row, "follows")
         cold = not known or len(follows) <= self.cold_start_max_follows
-        out = self._rank(pair, frame, user_id, follows, options, cold, fetched - started)
+        out = self._rank(pair, row, user_id, follows, options, cold, fetched - started)
         if not known:
             out.warnings = [
                 f"user {user_id} is unknown to the online feature store: "
@@ -342,8 +344,8 @@ class Recommender:
         what the user follows now, blocked and removed accounts, the user."""
         options.check()
         started = time.perf_counter()
-        frame, _ = self.online_row(user_id)
-        excluded = set(_bag(frame, "follows").tolist()) | self.moderation.removed()
+        row, _ = self.online_row(user_id)
+        excluded = set(_bag(row, "follows").tolist()) | self.moderation.removed()
         excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
         kept = [int(a) for a in ranked if a >= 0 and int(a) not in excluded][: options.k]
         seconds = time.perf_counter() - started
@@ -366,10 +368,9 @@ class Recommender:
         started = time.perf_counter()
         user_id = profile.get("user_id")
         key = definitions.KEYS["consumer"]
+        row: dict[str, Any] = {key: -1}
         if user_id is not None:
-            frame, _ = self.online_row(user_id, pair)
-        else:
-            frame = pd.DataFrame({key: [-1]})
+            row, _ = self.online_row(user_id, pair)
         warnings: list[str] = []
         vocab = pair.trained.vocabularies
         for name in ("language", "country"):
@@ -379,26 +380,26 @@ class Recommender:
             values = vocab.get(name, [])
             if value not in values:
                 warnings.append(f"{name} {value!r} is unknown to the model; treated as unknown")
-            frame[name] = values.index(value) if value in values else 0
+            row[name] = values.index(value) if value in values else 0
         n_ids = pair.trained.n_ids
         if profile.get("interests") is not None:
-            frame["topics"] = [_checked_ids(profile["interests"], n_ids["topics"], "interests")]
-        follows = _bag(frame, "follows")
+            row["topics"] = _checked_ids(profile["interests"], n_ids["topics"], "interests")
+        follows = _bag(row, "follows")
         if profile.get("follows") is not None:
             follows = _checked_ids(profile["follows"], n_ids["accounts"], "follows")
-            frame["follows"] = [follows]
-            frame["recent_follows"] = [follows[: self.cfg.features.recent_follows]]
-            frame["follow_count_bucket"] = int(follow_count_bucket(np.array([len(follows)]))[0])
+            row["follows"] = follows
+            row["recent_follows"] = follows[: self.cfg.features.recent_follows]
+            row["follow_count_bucket"] = int(follow_count_bucket(np.array([len(follows)]))[0])
         cold = len(follows) <= self.cold_start_max_follows
         fetched = time.perf_counter()
-        out = self._rank(pair, frame, user_id, follows, options, cold, fetched - started)
+        out = self._rank(pair, row, user_id, follows, options, cold, fetched - started)
         out.warnings = warnings
         return out
 
     def _rank(
         self,
         pair: Pair,
-        frame: pd.DataFrame,
+        row: dict[str, Any],
         user_id: int | None,
         follows: np.ndarray,
         options: Options,
@@ -406,7 +407,7 @@ class Recommender:
         feature_seconds: float,
     ) -> Candidates:
         t0 = time.perf_counter()
-        query = pair.query_tower.embed(frame.iloc[0].to_dict())[None, :]
+        query = pair.query_tower.embed(row)[None, :]
         t1 = time.perf_counter()
         excluded = set(follows.tolist()) | self.moderation.removed()
         if user_id is not None:
@@ -458,7 +459,7 @@ class Recommender:
             self.cache.invalidate(user_id)
             return {"user_id": user_id, "type": kind, "account_id": account_id}
         with self._event_lock:  # read-modify-write of one row: one writer per process
-            frame, known = self.online_row(user_id, pair)
+            online, known = self.online_row(user_id, pair)
             if not known and user_id not in self._new_users:
                 limit = self.cfg.serving.max_new_users
                 if len(self._new_users) >= limit:
@@ -469,7 +470,7 @@ class Recommender:
                         value=user_id,
                     )
                 self._new_users.add(user_id)
-            row = self._complete_row(frame)
+            row = self._complete_row(online)
             apply_user_event(row, kind, account_id, event.get("kind"), self.cfg.features)
             row[definitions.TIMESTAMP] = pd.Timestamp.now(tz="UTC")
             from feast.data_source import PushMode
@@ -483,13 +484,13 @@ class Recommender:
             "follow_count": int(row["follow_count"].iloc[0]),
         }
 
-    def _complete_row(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _complete_row(self, online: dict[str, Any]) -> pd.DataFrame:
         """Every column of the consumer view, nulls (a new user) as empty values."""
         row = {}
         for f in self.consumer_schema:
             if f.name == definitions.TIMESTAMP:
                 continue
-            value = frame[f.name].iloc[0] if f.name in frame else None
+            value = online.get(f.name)
             is_list = str(f.type).startswith(("list", "large_list"))
             if is_list:
                 row[f.name] = [[int(v) for v in (value if value is not None else [])]]
@@ -536,8 +537,8 @@ def vectors_of(index: Any, rows: np.ndarray | None = None) -> np.ndarray:
     return index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
 
 
-def _bag(frame: pd.DataFrame, name: str) -> np.ndarray:
-    value = frame[name].iloc[0] if name in frame else None
+def _bag(row: dict[str, Any], name: str) -> np.ndarray:
+    value = row.get(name)
     return np.asarray(value if value is not None else [], dtype=np.int64)
 
 
