@@ -363,33 +363,56 @@ def admin_status(rec: Rec) -> dict[str, Any]:
     return rec.ready()
 
 
-async def access_log(request: Request, call_next: Any) -> Any:
-    """Request id, latency metrics and one JSON log line per request."""
-    metrics = request.app.state.service.metrics
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-    request.state.request_id = request_id
-    started = time.perf_counter()
-    response = await call_next(request)
-    seconds = time.perf_counter() - started
-    route = request.scope.get("route")
-    path = route.path if route is not None else "unmatched"
-    metrics.observe_request(path, seconds)
-    metrics.count("followrec_requests_total", route=path, status=str(response.status_code))
-    response.headers["x-request-id"] = request_id
-    log.info(
-        "request",
-        extra={
-            "fields": {
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "ms": round(seconds * 1000, 3),
-                **getattr(request.state, "log_fields", {}),
-            }
-        },
-    )
-    return response
+class AccessLog:
+    """ASGI middleware: request id, latency metrics and one JSON log line per request. Plain
+    ASGI: Starlette's BaseHTTPMiddleware (`app.middleware("http")`) runs every request
+    through an extra task and memory streams."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+        request_id = given.decode("latin-1") or uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})  # what handlers see as request.state
+        state["request_id"] = request_id
+        status = 500  # unless the app starts a response
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            path = route.path if route is not None else "unmatched"
+            metrics = scope["app"].state.service.metrics
+            metrics.observe_request(path, seconds)
+            metrics.count("followrec_requests_total", route=path, status=str(status))
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(seconds * 1000, 3),
+                        **state.get("log_fields", {}),
+                    }
+                },
+            )
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -471,7 +494,7 @@ def create_app(
         experiments_factory,
         experiment_poll_seconds,
     )
-    app.middleware("http")(access_log)
+    app.add_middleware(AccessLog)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for error, handler in (
         (RequestValidationError, invalid_request),
