@@ -345,8 +345,7 @@ class Recommender:
         options.check()
         started = time.perf_counter()
         row, _ = self.online_row(user_id)
-        excluded = set(_bag(row, "follows").tolist()) | self.moderation.removed()
-        excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
+        excluded = self._excluded(user_id, _bag(row, "follows"))
         kept = [int(a) for a in ranked if a >= 0 and int(a) not in excluded][: options.k]
         seconds = time.perf_counter() - started
         return Candidates(
@@ -396,6 +395,14 @@ class Recommender:
         out.warnings = warnings
         return out
 
+    def _excluded(self, user_id: int | None, follows: np.ndarray) -> set[int]:
+        """What no list may show: accounts the user follows, removed accounts, the user and
+        the accounts they blocked."""
+        excluded = set(follows.tolist()) | self.moderation.removed()
+        if user_id is not None:
+            excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
+        return excluded
+
     def _rank(
         self,
         pair: Pair,
@@ -409,9 +416,7 @@ class Recommender:
         t0 = time.perf_counter()
         query = pair.query_tower.embed(row)[None, :]
         t1 = time.perf_counter()
-        excluded = set(follows.tolist()) | self.moderation.removed()
-        if user_id is not None:
-            excluded |= {int(user_id)} | self.moderation.blocked(int(user_id))
+        excluded = self._excluded(user_id, follows)
         want = options.k * (RERANK_POOL if options.reranks else 1)
         rows, scores = _search_excluding(pair, query, want, excluded)
         t2 = time.perf_counter()
