@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -149,17 +150,30 @@ def apply(cfg: FeastConfig, feature_dir: str | Path, feast_dir: str | Path) -> d
     }
 
 
-def materialize(feature_dir: str | Path, feast_dir: str | Path) -> dict[str, Any]:
-    """Load the snapshot into the online store (idempotent: the same rows are rewritten)."""
+def materialize(
+    feature_dir: str | Path, feast_dir: str | Path, towers: Sequence[str] = ("consumer",)
+) -> dict[str, Any]:
+    """Load these towers' snapshot rows into the online store (idempotent: the same rows are
+    rewritten)."""
+    unknown = [t for t in towers if t not in TOWERS]
+    if unknown or not towers:
+        raise InputError(
+            f"expected one or more of {', '.join(TOWERS)}",
+            field="feast.online_towers",
+            value=",".join(towers),
+        )
     manifest = read_manifest(feature_dir)
     stamp = datetime.fromisoformat(manifest["feature_timestamp"])
     store = open_store(feast_dir)
     store.materialize(
         start_date=stamp - timedelta(seconds=1),
         end_date=max(stamp + timedelta(seconds=1), datetime.now(UTC)),
-        feature_views=[f"{t}_features" for t in TOWERS],
+        feature_views=[f"{t}_features" for t in towers],
     )
-    return {"materialized_at": stamp.isoformat(), "rows": manifest["rows"]}
+    return {
+        "materialized_at": stamp.isoformat(),
+        "rows": {t: manifest["rows"][t] for t in towers},
+    }
 
 
 def historical_tables(

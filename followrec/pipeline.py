@@ -162,9 +162,11 @@ def feast_apply(cfg: Config, run: str | Path) -> dict[str, Any]:
 
 
 def materialize(cfg: Config, run: str | Path) -> dict[str, Any]:
-    """Load the feature snapshot into the online store."""
+    """Load the feature snapshot into the online store (the views in feast.online_towers)."""
     layout = Layout(Path(run))
-    return _timed(lambda: feature_store.materialize(layout.features, layout.feast))
+    return _timed(
+        lambda: feature_store.materialize(layout.features, layout.feast, cfg.feast.online_towers)
+    )
 
 
 # ---------------------------------------------------------------- followrec_training

@@ -197,6 +197,9 @@ class FeastConfig:
     offline_store: str = "duckdb"
     redis_connection: str = "127.0.0.1:6379"  # host:port[,db=N] when online_store is redis
     registry: str | None = None  # SQLAlchemy URL for a SQL registry; default: a file
+    # Feature views loaded into the online store: serving reads only the consumer's (producers
+    # are in the index); add "producer" to look accounts up online too.
+    online_towers: tuple[str, ...] = ("consumer",)
     enabled: bool = True
 
 

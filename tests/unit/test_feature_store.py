@@ -63,6 +63,24 @@ def test_an_unknown_offline_store_is_refused_naming_the_setting(tmp_path):
         feature_store.repo_config(FeastConfig(offline_store="spark"), tmp_path)
 
 
+def test_materialize_loads_only_the_towers_named_online(tables, tmp_path):
+    manifest = feature_store.write_feature_tables(tables, tmp_path / "features")
+    feature_store.apply(FeastConfig(), tmp_path / "features", tmp_path / "feast")
+    with pytest.raises(InputError, match="feast.online_towers"):
+        feature_store.materialize(tmp_path / "features", tmp_path / "feast", ("accounts",))
+    done = feature_store.materialize(tmp_path / "features", tmp_path / "feast")
+    assert set(done["rows"]) == {"consumer"}  # the default: what serving reads
+
+    def producer_row():
+        return feature_store.online_features(
+            tmp_path / "feast", manifest["services"]["producer"], "account_id", [3]
+        ).drop(columns=["account_id"])
+
+    assert producer_row().isna().all(axis=None)
+    feature_store.materialize(tmp_path / "features", tmp_path / "feast", ("consumer", "producer"))
+    assert producer_row().notna().any(axis=None)
+
+
 def test_materialize_then_push_updates_one_user_online(tables, tmp_path):
     from feast.data_source import PushMode
 
