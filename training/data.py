@@ -58,12 +58,24 @@ class Bag:
         return self.values[flat], batch_offsets, segment
 
 
-def dense_values(column: pd.Series, transform: str | None) -> np.ndarray:
-    """A dense feature as float32, with its optional transform."""
-    values = column.to_numpy(dtype=np.float64)
+def dense_values(column: pd.Series | np.ndarray, transform: str | None) -> np.ndarray:
+    """A dense feature as float32, with its optional transform; missing values are 0."""
+    values = np.asarray(column, dtype=np.float64)
     if transform == "log1p":
         values = np.log1p(np.maximum(values, 0))
     return np.nan_to_num(values).astype(np.float32)
+
+
+def category_codes(codes: np.ndarray, cardinality: int) -> np.ndarray:
+    """Codes outside the fitted vocabulary share its last row (unseen values) or the first."""
+    return np.clip(codes, 0, cardinality - 1)
+
+
+def bag_ids(ids: np.ndarray, limit: int | None, rows: int | None) -> np.ndarray:
+    """One row's bag as `Bag.from_column` keeps it: ids with a table row, the first `limit`."""
+    if rows is not None:
+        ids = ids[ids < rows]
+    return ids if limit is None else ids[:limit]
 
 
 @dataclass
@@ -112,8 +124,8 @@ def tower_tensors(
         col = frame[feat["name"]]
         kind = feat["kind"]
         if kind == "categorical":
-            codes = col.to_numpy(dtype=np.int64)
-            tensors[feat["name"]] = torch.from_numpy(np.clip(codes, 0, feat["cardinality"] - 1))
+            codes = category_codes(col.to_numpy(dtype=np.int64), feat["cardinality"])
+            tensors[feat["name"]] = torch.from_numpy(codes)
         elif kind == "id_bag":
             limit = bag_limit if feat.get("ids") == "accounts" else None
             rows = None if id_rows is None else id_rows.get(feat["ids"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from followrec.training.data import bag_ids, category_codes, dense_values
 from followrec.training.towers import Tower
 
 
@@ -57,12 +58,11 @@ class NumpyTower:
     def _part(self, feat: dict[str, Any], value: Any) -> np.ndarray:
         name, kind = feat["name"], feat["kind"]
         if kind == "categorical":
-            code = 0 if _missing(value) else int(value)
-            return self.embeddings[name][min(max(code, 0), feat["cardinality"] - 1)]
+            code = np.asarray([0 if _missing(value) else int(value)])
+            return self.embeddings[name][category_codes(code, feat["cardinality"])[0]]
         if kind == "dense":
-            x = 0.0 if _missing(value) else float(value)
-            if feat.get("transform") == "log1p":
-                x = math.log1p(max(x, 0.0))
+            raw = np.asarray([math.nan if _missing(value) else float(value)])
+            x = float(dense_values(raw, feat.get("transform"))[0])
             mean, std = self.dense_stats[name]
             weight, bias = self.projections[name]
             return weight[0] * np.float32((x - mean) / std) + bias
@@ -73,9 +73,8 @@ class NumpyTower:
             return np.asarray(value, dtype=np.float32) @ weight + bias
         ids = np.asarray([] if _missing(value) else value, dtype=np.int64)
         table = self.tables[feat["ids"]]
-        ids = ids[ids < self.id_rows.get(feat["ids"], len(table))]
-        if feat["ids"] == "accounts":
-            ids = ids[: self.bag_limit]
+        limit = self.bag_limit if feat["ids"] == "accounts" else None
+        ids = bag_ids(ids, limit, self.id_rows.get(feat["ids"], len(table)))
         if len(ids) == 0:
             return np.zeros(table.shape[1], dtype=np.float32)
         return table[ids].mean(axis=0)
