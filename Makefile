@@ -31,6 +31,9 @@ run: install  ## the main job: features + training DAGs under Airflow (embedded)
 evaluate: install  ## every candidate source and two-tower variant on the Twitch platform (no DAG)
 	$(BIN)/followrec evaluate --dataset twitch --out $(OUT)
 
+bench: install  ## the ANN peers for benchmarks/ann.py (usearch, scann), pinned in constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+
 ui: install  ## Airflow (:8080), MLflow (:5000) and Feast (:8888) UIs over $(RUN)
 	$(BIN)/followrec ui --run $(RUN)
 

@@ -11,6 +11,7 @@ Vectors: with --from-run, the producer and consumer embeddings of a pipeline run
 model (benchmarks/pipeline.py --scale 1m makes one with 1M producers); otherwise synthetic
 unit vectors of low intrinsic dimension (communities in a 16-d latent space mapped to 64-d).
 
+    make bench   # the usearch and scann peers
     .venv/bin/python benchmarks/ann.py --from-run runs/bench/pipeline-1m --json runs/bench/ann.json
     .venv/bin/python benchmarks/ann.py --n 100000 --json /tmp/ann.json       # synthetic, quick
 
@@ -106,9 +107,16 @@ def faiss_size(index) -> int:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> dict:
+    import importlib.util
+
     import faiss
     import hnswlib
 
+    missing = [f for f in ("usearch", "scann") if f in args.families and not
+               importlib.util.find_spec(f)]  # fmt: skip
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: `make bench` installs the pinned "
+                         "peers, or leave them out with --families")  # fmt: skip
     threads = args.threads or os.cpu_count() or 1
     if args.from_run:
         vectors, queries = learned(Path(args.from_run), args.queries)
