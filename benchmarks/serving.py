@@ -10,7 +10,9 @@ online store (SQLite as the run has it; Redis on a copy re-applied and materiali
         --json runs/bench/serving.json
 
 Requests ask for k=100 candidates of random users; with --run the servers start with the
-result cache off (serving.cache_size=0) so every request does the full path.
+result cache off (serving.cache_size=0) so every request does the full path, once per
+--workers count (`followrec serve --workers N`); the memory of the service's processes (the
+supervisor and its workers) is reported beside the latencies.
 """
 
 from __future__ import annotations
@@ -96,6 +98,19 @@ def load_level(url: str, users: int, concurrency: int, requests: int, k: int, se
     }
 
 
+def service_memory(url: str) -> dict:
+    """Resident memory of the processes that hold the service's listening socket."""
+    import psutil
+
+    port = urlparse(url).port
+    pids = {
+        c.pid for c in psutil.net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid
+    }  # fmt: skip
+    rss = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+    return {"processes": len(rss), "rss_mb": round(sum(rss.values()) / 2**20, 1)}
+
+
 def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
     import httpx
 
@@ -106,7 +121,7 @@ def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
     users = int(ready["producers"])
     load_level(url, users, 2, 40, k, seed=0)  # warm-up: connections, lazy imports
     rows = [load_level(url, users, c, requests, k, seed=c) for c in levels]
-    return {"url": url, "serving": ready, "levels": rows}
+    return {"url": url, "serving": ready, "levels": rows, "memory": service_memory(url)}
 
 
 def redis_copy(run: Path, target: Path) -> Path:
@@ -137,6 +152,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,redis", help="with --run: sqlite,redis")
     parser.add_argument("--concurrency", default="1,4,16", help="levels, comma-separated")
     parser.add_argument("--requests", type=int, default=400, help="requests per level")
+    parser.add_argument("--workers", default="1", help="with --run: worker counts, e.g. 1,2")
     parser.add_argument("--k", type=int, default=100, help="candidates per request")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -152,17 +168,18 @@ def main() -> None:
             if store not in ("sqlite", "redis"):
                 raise SystemExit(f"--stores: unknown store {store!r}; expected sqlite, redis")
             target = run if store == "sqlite" else redis_copy(run, run.parent / "bench-redis")
-            with ExitStack() as stack:
-                url = stack.enter_context(
-                    running_service(
-                        target, "--set", "serving.cache_size=0", "--set", "serving.poll_seconds=0"
+            for workers in [int(w) for w in args.workers.split(",")]:
+                with ExitStack() as stack:
+                    url = stack.enter_context(
+                        running_service(target, "--set", "serving.cache_size=0", "--set",
+                                        "serving.poll_seconds=0", "--workers", str(workers))
                     )  # fmt: skip
-                )
-                results["stores"][store] = bench_url(url, levels, args.requests, args.k)
+                    name = store if workers == 1 else f"{store}-w{workers}"
+                    results["stores"][name] = bench_url(url, levels, args.requests, args.k)
 
     header = (
         f"{'store':8s} {'conc':>4s} {'req':>5s} {'err':>4s} {'p50 ms':>8s} {'p95 ms':>8s} "
-        f"{'p99 ms':>8s} {'req/s':>7s}  features/tower/search share"
+        f"{'p99 ms':>8s} {'req/s':>7s}  features/tower/search share  service MB"
     )
     print(header)
     for store, out in results["stores"].items():
@@ -172,7 +189,7 @@ def main() -> None:
                 f"{store:8s} {row['concurrency']:4d} {row['requests']:5d} {row['errors']:4d} "
                 f"{row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
                 f"{row['throughput_rps']:7.1f}  {share['features']:.2f}/{share['tower']:.2f}/"
-                f"{share['search']:.2f}"
+                f"{share['search']:.2f}  {out['memory']['rss_mb']:10.0f}"
             )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))

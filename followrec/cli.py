@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--port", type=bounded(int, 1, 65535), help="port (default serving.port, 8000)"
     )
+    srv.add_argument(
+        "--workers",
+        type=bounded(int, 1, 64),
+        help="worker processes on the port (default serving.workers, 1): about one per core; "
+        "each holds the model and index, an event retires cached results in all, and /metrics "
+        "adds up every worker's counts",
+    )
     _add_config_args(srv)
 
     rep = sub.add_parser(
@@ -371,6 +378,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed": "synthetic.seed",
         "host": "serving.host",
         "port": "serving.port",
+        "workers": "serving.workers",
     }
     out = {
         key: getattr(args, name)

@@ -26,7 +26,7 @@ from followrec.core.limits import MAX_ACCOUNT_ID, MAX_K
 from followrec.evaluation.exposures import CHAMPION, LEGACY_BLEND
 from followrec.serving.candidates import Options, Recommender
 from followrec.serving.experiments import Assignment, Experiments, ExposureLog
-from followrec.serving.metrics import Metrics
+from followrec.serving.metrics import Metrics, SharedMetrics
 
 log = logging.getLogger("followrec.serving")
 Id = Annotated[int, Field(ge=0, le=MAX_ACCOUNT_ID)]
@@ -40,6 +40,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker process, when there are several
             "msg": record.getMessage(),
             **getattr(record, "fields", {}),
         }
@@ -98,6 +99,7 @@ class Service:
         poll_seconds: float,
         experiments_factory: Any = None,
         experiment_poll_seconds: float = 2.0,
+        metrics_folder: str | None = None,
     ) -> None:
         self.factory = factory
         self.experiments_factory = experiments_factory
@@ -108,6 +110,11 @@ class Service:
         self.admin_key = admin_key
         self.poll_seconds = poll_seconds
         self.metrics = Metrics()
+        # With several worker processes, each shares its counts through this folder.
+        self.shared_metrics = (
+            SharedMetrics(metrics_folder, self.metrics) if metrics_folder else None
+        )
+        self._metrics_writer: threading.Thread | None = None
         self.recommender: Recommender | None = None
         self.error: str | None = None
         self.stop = threading.Event()
@@ -117,6 +124,11 @@ class Service:
         self._load()  # on failure: /healthz answers, the rest is a 503 until a poll loads it
         if self.poll_seconds > 0:
             threading.Thread(target=self._poll, name="champion-poller", daemon=True).start()
+        if self.shared_metrics is not None:
+            self._metrics_writer = threading.Thread(
+                target=self.shared_metrics.run, args=(self.stop,), name="metrics-share", daemon=True
+            )
+            self._metrics_writer.start()
         if self.experiments_factory is not None:
             try:
                 self.experiments, self.exposures = self.experiments_factory()
@@ -135,6 +147,8 @@ class Service:
     def close(self) -> None:
         """Stop the pollers and write what the exposure log still holds."""
         self.stop.set()
+        if self._metrics_writer is not None:
+            self._metrics_writer.join(timeout=5)
         if self.exposures is not None:
             self.exposures.close()
 
@@ -257,8 +271,9 @@ def readyz(svc: Svc) -> JSONResponse:
 
 @operations.get("/metrics", response_class=PlainTextResponse)
 def metrics_text(svc: Svc) -> PlainTextResponse:
-    """Prometheus metrics."""
-    return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus metrics (of every worker process of the service)."""
+    text = svc.shared_metrics.render() if svc.shared_metrics else svc.metrics.render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 @candidates.get("/v1/users/{user_id}/candidates")
@@ -476,10 +491,12 @@ def create_app(
     max_body_bytes: int = 65_536,
     experiments_factory: Any = None,
     experiment_poll_seconds: float = 2.0,
+    metrics_folder: str | None = None,
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
     polled every `poll_seconds` (0 = never) and swapped in when it moves. Request bodies
-    over `max_body_bytes` are refused with 413."""
+    over `max_body_bytes` are refused with 413. `metrics_folder`: where the worker
+    processes of one service share their metrics."""
     app = FastAPI(
         title="followrec candidates",
         version="1",
@@ -493,6 +510,7 @@ def create_app(
         poll_seconds,
         experiments_factory,
         experiment_poll_seconds,
+        metrics_folder,
     )
     app.add_middleware(AccessLog)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

@@ -1,5 +1,5 @@
 """A bounded LRU cache of recent results, keyed by user, request options and the model /
-index versions; an event for a user retires that user's entries."""
+index versions; an event for a user retires that user's entries, in every worker process."""
 
 from __future__ import annotations
 
@@ -8,35 +8,52 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
+from followrec.serving.shared import Generations
+
 
 class ResultCache:
     """Thread-safe LRU. Each user's keys are indexed so `invalidate` drops exactly that
     user's entries; the index holds only keys still cached, so nothing grows past `size`."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, generations: Generations | None = None) -> None:
         self.size = size
+        self.generations = generations or Generations()
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._by_user: dict[int, set[Hashable]] = {}
         self._lock = threading.Lock()
 
+    def generation(self, user_id: int) -> int:
+        """The user's change counter: read it before computing a result to `put`."""
+        return self.generations.of(user_id)
+
     def get(self, user_id: int, options: Hashable) -> Any | None:
-        """The cached value, or None."""
+        """The cached value, or None (also when an event for the user came since)."""
         if self.size <= 0:
             return None
         with self._lock:
             key = (user_id, options)
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] != self.generations.of(user_id):
+                del self._entries[key]
+                self._forget(key)
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
 
-    def put(self, user_id: int, options: Hashable, value: Any) -> None:
-        """Store a value, dropping the least recently used entry when full."""
+    def put(
+        self, user_id: int, options: Hashable, value: Any, generation: int | None = None
+    ) -> None:
+        """Store a value computed from the user's state at `generation` (default: now),
+        dropping the least recently used entry when full."""
         if self.size <= 0:
             return
+        if generation is None:
+            generation = self.generations.of(user_id)
         with self._lock:
             key = (user_id, options)
-            self._entries[key] = value
+            self._entries[key] = (generation, value)
             self._entries.move_to_end(key)
             self._by_user.setdefault(user_id, set()).add(key)
             while len(self._entries) > self.size:
@@ -51,7 +68,8 @@ class ResultCache:
                 del self._by_user[key[0]]
 
     def invalidate(self, user_id: int) -> None:
-        """Retire everything cached for one user."""
+        """Retire everything cached for one user, here and in the other workers."""
+        self.generations.bump(user_id)
         with self._lock:
             for key in self._by_user.pop(user_id, ()):
                 self._entries.pop(key, None)

@@ -28,6 +28,7 @@ from followrec.features.transforms import apply_user_event, follow_count_bucket
 from followrec.serving.cache import ResultCache
 from followrec.serving.moderation import Moderation
 from followrec.serving.rerank import discount, mmr
+from followrec.serving.shared import Generations, WorkerLock
 from followrec.training.model_io import load_model_dir
 from followrec.training.numpy_tower import NumpyTower
 from followrec.training.train import TrainedModel
@@ -142,15 +143,18 @@ class Recommender:
         cfg: Any,
         cache_size: int = 0,
         cold_start_max_follows: int = 3,
+        generations: Generations | None = None,
+        event_lock: WorkerLock | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.cold_start_max_follows = cold_start_max_follows
-        self.cache = ResultCache(cache_size)
+        self.cache = ResultCache(cache_size, generations)
         self.store = feature_store.open_store(self.run_dir / "feast")
         self.consumer_schema = pq.read_schema(self.run_dir / "features" / "consumer.parquet")
         self._swap_lock = threading.Lock()
-        self._event_lock = threading.Lock()
+        # Events rewrite a user's online row: one writer at a time, across the workers too.
+        self._event_lock = event_lock or WorkerLock()
         self.last_refusal: str | None = None
         self.swaps = 0
         champion, index_version = self.published_versions()
@@ -326,6 +330,7 @@ class Recommender:
         cached = self.cache.get(user_id, (options, pair.versions))
         if cached is not None:
             return replace(cached, cached=True, seconds={"total": time.perf_counter() - started})
+        generation = self.cache.generation(user_id)  # before the row: an event may come during
         row, known = self.online_row(user_id, pair)
         fetched = time.perf_counter()
         follows = _bag(row, "follows")
@@ -336,7 +341,7 @@ class Recommender:
                 f"user {user_id} is unknown to the online feature store: "
                 "served as a cold start (popular accounts for an empty profile)"
             ]
-        self.cache.put(user_id, (options, pair.versions), out)
+        self.cache.put(user_id, (options, pair.versions), out, generation)
         return out
 
     def recommend_list(self, user_id: int, ranked: np.ndarray, options: Options) -> Candidates:
@@ -463,7 +468,7 @@ class Recommender:
             self.moderation.set_blocked(user_id, account_id, kind == "block")
             self.cache.invalidate(user_id)
             return {"user_id": user_id, "type": kind, "account_id": account_id}
-        with self._event_lock:  # read-modify-write of one row: one writer per process
+        with self._event_lock.held():  # read-modify-write of one row
             online, known = self.online_row(user_id, pair)
             if not known and user_id not in self._new_users:
                 limit = self.cfg.serving.max_new_users

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +14,17 @@ from followrec.core.config import Config, require
 from followrec.core.errors import InputError
 from followrec.core.secrets import secret
 
+# What `serve` hands each worker process (uvicorn starts them by import string).
+WORKER_ENV = "FOLLOWREC_SERVE_WORKER"
 
-def build_app(cfg: Config, run_dir: str | Path) -> Any:
-    """The FastAPI app for a run, with the settings in cfg.serving."""
+
+def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None) -> Any:
+    """The FastAPI app for a run, with the settings in cfg.serving. `shared`: the folder
+    through which the worker processes of one service retire each other's cached results
+    and add up their metrics."""
     from followrec.serving.app import create_app
     from followrec.serving.candidates import Recommender
+    from followrec.serving.shared import Generations
 
     sc = cfg.serving
     require(
@@ -25,6 +34,7 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
             "serving.cold_start_max_follows": sc.cold_start_max_follows >= 0,
             "serving.max_body_bytes": sc.max_body_bytes >= 0,
             "serving.max_new_users": sc.max_new_users >= 0,
+            "serving.workers": sc.workers >= 1,
         },
         sc,
         "must not be negative",
@@ -36,8 +46,9 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
 
     # One user per forward pass: threads across requests beat threads inside one.
     torch.set_num_threads(1)
+    generations = Generations(Path(shared) / "generations.bin") if shared else None
     return create_app(
-        lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows),
+        lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows, generations),
         api_key=secret("FOLLOWREC_API_KEY"),
         admin_key=secret("FOLLOWREC_ADMIN_API_KEY"),
         poll_seconds=sc.poll_seconds,
@@ -46,7 +57,20 @@ def build_app(cfg: Config, run_dir: str | Path) -> Any:
             (lambda: open_experiments(cfg, run_dir)) if cfg.experiments.log_exposures else None
         ),
         experiment_poll_seconds=cfg.experiments.poll_seconds,
+        metrics_folder=str(Path(shared) / "metrics") if shared else None,
     )
+
+
+def worker_app() -> Any:
+    """One worker process's app (uvicorn's factory): the run, settings and shared folder
+    that `serve` put in the environment."""
+    from followrec.core.config import load_config
+    from followrec.serving.app import configure_logging
+
+    given = json.loads(os.environ[WORKER_ENV])
+    cfg = load_config(None, base=given["settings"])
+    configure_logging(cfg.serving.log_level)
+    return build_app(cfg, given["run"], given["shared"])
 
 
 def open_experiments(cfg: Config, run_dir: str | Path) -> tuple[Any, Any]:
@@ -83,12 +107,29 @@ def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) 
             value=host,
         )
     configure_logging(cfg.serving.log_level)
-    app = build_app(cfg, run_dir)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port or cfg.serving.port,
-        log_level="warning",
-        access_log=False,  # the app logs each request as JSON
+    options = {
+        "host": host,
+        "port": port or cfg.serving.port,
+        "log_level": "warning",
+        "access_log": False,  # the app logs each request as JSON
+    }
+    workers = cfg.serving.workers
+    if workers == 1:
+        uvicorn.run(build_app(cfg, run_dir), **options)
+        return 0
+    if workers < 1:
+        raise InputError("must be at least 1", field="serving.workers", value=workers)
+    # Several processes on one port (the kernel spreads connections): each loads the model
+    # and index; a folder shared for their cache counters and metrics lives as long as they.
+    shared = tempfile.mkdtemp(prefix="followrec-serve-")
+    from followrec.serving.shared import Generations
+
+    Generations(Path(shared) / "generations.bin")  # made before any worker maps it
+    os.environ[WORKER_ENV] = json.dumps(
+        {"run": str(Path(run_dir).resolve()), "settings": cfg.flat(), "shared": shared}
     )
+    try:
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     return 0

@@ -228,6 +228,8 @@ class ServingConfig:
     max_new_users: int = 100_000  # users created by events per process (unknown to Feast)
     poll_seconds: float = 10.0  # how often the champion alias is checked; 0 = never
     cache_size: int = 10_000  # recent results kept (by user, options and versions)
+    # Worker processes on one port: each holds the model and index (one core each).
+    workers: int = 1
     cold_start_max_follows: int = 3  # users with at most this many follows are cold starts
     log_level: str = "INFO"
 

@@ -3,6 +3,7 @@ events through the Feast push source, auth, input errors and a schema-driven fuz
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY, API_KEY
+from tests.serving.conftest import ADMIN_KEY, API_KEY, KEYS, running_service, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +210,65 @@ def test_schema_driven_fuzz_finds_no_server_error(service, key, paths):
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "No issues found" in proc.stdout, proc.stdout[-2000:]
     assert "Stateful" in proc.stdout
+
+
+def logged(log: Path, request_id: str) -> dict | None:
+    """The service's JSON log line for a request (whole lines only: a worker may be writing)."""
+    for line in log.read_text().split("\n")[:-1]:
+        if line.startswith("{") and f'"request_id": "{request_id}"' in line:
+            return json.loads(line)
+    return None
+
+
+def test_worker_processes_retire_each_others_cache_and_add_up_metrics(pipeline_run):
+    """`serve --workers 2`: after an event reaches one worker, neither serves its cached list;
+    /metrics counts the requests of both."""
+    user = active_user(pipeline_run, nth=2)  # events rewrite its online row: no other test reads it
+    with running_service(pipeline_run, "--workers", "2", env=KEYS) as url:
+        log = pipeline_run.resolve().parent / f"serve-{url.rsplit(':', 1)[1]}.log"
+        sent = 0
+
+        def ask(tag: str) -> tuple[dict, int]:
+            """One request on a new connection (the kernel picks the worker), and its pid."""
+            nonlocal sent
+            response = httpx.get(
+                f"{url}/v1/users/{user}/candidates",
+                params={"k": 20},
+                headers={"X-API-Key": API_KEY, "X-Request-ID": tag},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            sent += 1
+            line = wait_for(lambda: logged(log, tag), 10, f"the log line of {tag}")
+            return response.json(), line["pid"]
+
+        cached_by: dict[int, dict] = {}
+        for i in range(60):  # until each worker has answered from its cache
+            body, pid = ask(f"warm-{i}")
+            if body["cached"]:
+                cached_by[pid] = body
+            if len(cached_by) == 2:
+                break
+        assert len(cached_by) == 2, "the kernel gave every connection to one worker"
+        top = next(iter(cached_by.values()))["candidates"][0]["account_id"]
+        followed = httpx.post(
+            f"{url}/v1/events",
+            json={"user_id": user, "type": "follow", "account_id": top},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert followed.status_code == 200, followed.text
+        seen: set[int] = set()
+        for i in range(60):
+            body, pid = ask(f"after-{i}")
+            assert top not in [c["account_id"] for c in body["candidates"]], (pid, body["cached"])
+            seen.add(pid)
+            if seen == set(cached_by):
+                break
+        assert seen == set(cached_by)
+
+        route = "/v1/users/{user_id}/candidates"
+        wait_for(
+            lambda: f'followrec_requests_total{{route="{route}",status="200"}} {sent}'
+            in httpx.get(f"{url}/metrics").text,
+            10, f"/metrics to count {sent} requests over both workers",
+        )  # fmt: skip

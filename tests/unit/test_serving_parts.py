@@ -3,8 +3,9 @@
 import numpy as np
 
 from followrec.serving.cache import ResultCache
-from followrec.serving.metrics import Metrics
+from followrec.serving.metrics import Metrics, SharedMetrics
 from followrec.serving.rerank import discount, mmr
+from followrec.serving.shared import Generations, WorkerLock
 
 
 def test_mmr_without_diversity_is_the_score_order_and_with_it_skips_near_duplicates():
@@ -56,3 +57,66 @@ def test_metrics_render_a_cumulative_histogram_and_hit_ratio():
     assert 'followrec_request_seconds_bucket{route="/x",le="+Inf"} 3' in text
     assert "followrec_cache_hit_ratio 0.250000" in text
     assert 'followrec_serving_info{model_version="4",index_version="model-v4"} 1' in text
+
+
+def test_workers_sharing_generations_retire_each_others_cached_results(tmp_path):
+    first = ResultCache(10, Generations(tmp_path / "generations.bin"))
+    second = ResultCache(10, Generations(tmp_path / "generations.bin"))  # another worker
+    first.put(7, "a", "seven")
+    second.put(7, "a", "seven, there")
+    second.put(8, "a", "eight, there")
+    first.invalidate(7)  # an event for user 7 reached the first worker
+    assert first.get(7, "a") is None and second.get(7, "a") is None
+    assert second.get(8, "a") == "eight, there"
+    # A result computed from the state before an event is not kept as current.
+    stamp = second.generation(9)
+    first.invalidate(9)
+    second.put(9, "a", "nine, stale", stamp)
+    assert second.get(9, "a") is None
+    assert len(second) == 1  # the retired entries are gone, not only hidden
+
+
+def test_metrics_of_several_workers_add_up(tmp_path):
+    workers = [Metrics(), Metrics()]
+    for n, metrics in enumerate(workers, start=1):
+        metrics.count("followrec_requests_total", n, route="/v1", status="200")
+        metrics.count("followrec_cache_hits_total", n)
+        metrics.observe_request("/v1", 0.02 * n)
+        metrics.observe_stages({"tower": 0.5 * n})
+    shares = [SharedMetrics(tmp_path / "metrics", m) for m in workers]
+    shares[1].own = tmp_path / "metrics" / "other-worker.json"  # a second process's file
+    assert shares[0].others() == []  # nothing written yet
+    shares[1].write()
+    text = shares[0].render()
+    assert 'followrec_requests_total{route="/v1",status="200"} 3' in text
+    assert 'followrec_request_seconds_bucket{route="/v1",le="0.025"} 1' in text
+    assert 'followrec_request_seconds_count{route="/v1"} 2' in text
+    assert 'followrec_stage_seconds_sum{stage="tower"} 1.500000' in text
+    assert "followrec_cache_hit_ratio 1.000000" in text
+    assert text == workers[0].render([workers[1].snapshot()])
+
+
+def _add_under_lock(lock_path, counter_path, times):
+    lock = WorkerLock(lock_path)
+    for _ in range(times):
+        with lock.held():  # a read-modify-write that loses updates without the lock
+            value = int(counter_path.read_text())
+            counter_path.write_text(str(value + 1))
+
+
+def test_the_event_lock_serializes_writers_across_processes(tmp_path):
+    import multiprocessing
+
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_add_under_lock, args=(tmp_path / "lock", counter, 200))
+        for _ in range(3)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    assert int(counter.read_text()) == 600
