@@ -77,6 +77,20 @@ def learned(run: Path, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(items), np.ascontiguousarray(queries)
 
 
+def parse_builds(text: str) -> list[tuple[str | None, int, int]]:
+    """'16:80,usearch=48:200' -> [(None, 16, 80), ('usearch', 48, 200)]."""
+    builds = []
+    for item in text.split(","):
+        family, _, setting = item.rpartition("=")
+        m, efc = (int(v) for v in setting.split(":"))
+        builds.append((family or None, m, efc))
+    return builds
+
+
+def builds_of(family: str, builds: list[tuple[str | None, int, int]]) -> list[tuple[int, int]]:
+    return [(m, efc) for f, m, efc in builds if f in (None, family)]
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth))
     return hits / truth.size
@@ -203,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
               factory_search, set_threads=set_threads)  # fmt: skip
         del index
 
-    for m, efc in args.builds if "faiss_hnsw" in args.families else []:
+    for m, efc in builds_of("faiss_hnsw", args.builds) if "faiss_hnsw" in args.families else []:
         started = time.perf_counter()
         index = faiss.IndexHNSWFlat(args.dim, m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = efc
@@ -246,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
                   args.nprobe, faiss_search(index))  # fmt: skip
         del index, ivf
 
-    for m, efc in args.builds if "hnswlib" in args.families else []:
+    for m, efc in builds_of("hnswlib", args.builds) if "hnswlib" in args.families else []:
         started = time.perf_counter()
         peer = hnswlib.Index(space="ip", dim=args.dim)
         peer.init_index(max_elements=len(vectors), M=m, ef_construction=efc)
@@ -267,7 +281,7 @@ def run(args: argparse.Namespace) -> dict:
               peer.set_ef, args.ef, peer_search(), set_threads=peer.set_num_threads)  # fmt: skip
         del peer
 
-    for m, efc in args.builds if "usearch" in args.families else []:
+    for m, efc in builds_of("usearch", args.builds) if "usearch" in args.families else []:
         from usearch.index import Index as UsearchIndex
 
         started = time.perf_counter()
@@ -328,7 +342,7 @@ def run(args: argparse.Namespace) -> dict:
         from followrec.indexing.factory import IndexChoice
         from followrec.indexing.shards import build_sharded
 
-        m, efc = args.builds[0]
+        m, efc = builds_of("shards", args.builds)[0]
         started = time.perf_counter()
         faiss.omp_set_num_threads(threads)
         sharded = build_sharded(
@@ -455,12 +469,13 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="queries timed one by one")
     parser.add_argument(
         "--builds",
-        type=lambda s: [tuple(int(x) for x in b.split(":")) for b in s.split(",")],
-        default=[(16, 80), (16, 200), (32, 200)],
-        help="HNSW build settings M:efConstruction for FAISS, hnswlib and usearch graphs",
+        type=parse_builds,
+        default=parse_builds("16:80,16:200,32:200"),
+        help="HNSW build settings M:efConstruction for the FAISS, hnswlib and usearch graphs; "
+        "FAMILY=M:efConstruction for one family only, e.g. 32:200,usearch=48:200",
     )
     parser.add_argument("--ef", type=lambda s: [int(v) for v in s.split(",")],
-                        default=[100, 128, 192, 256, 384, 512])  # fmt: skip
+                        default=[100, 128, 160, 192, 224, 256, 320, 384, 512, 768])  # fmt: skip
     parser.add_argument("--nlist", type=int, default=4096)
     parser.add_argument("--nprobe", type=lambda s: [int(v) for v in s.split(",")],
                         default=[8, 16, 32, 64, 128])  # fmt: skip

@@ -1,12 +1,16 @@
 """One index factory: exact, HNSW or IVF by corpus size, tuned to a target ANN recall.
 
-The defaults come from benchmarks/ann.py (1M producers, 64-d, 2 cores, 2026-11-24): exact
-search answers ~100 single queries/s at 1M and ~2,000/s at 50k, so exact up to 50k; above,
-an HNSW graph with M=16 (M=32 was slower at every recall) reaches Recall@100 >= 0.95 from
-efSearch 100, and hnswlib's graph answered single queries ~1.5x faster than FAISS's
-IndexHNSWFlat at equal recall, so `hnsw` builds an hnswlib graph and `faiss_hnsw` the FAISS
-one; IVF-Flat needed nprobe 64 of 4096 lists for 0.96 (2.6x slower than HNSW) and stays for
-catalogues beyond 2M where graph memory and build time grow; IVF-PQ did not reach 0.95."""
+The defaults come from benchmarks/ann.py at 1M producers, 64-d, 2 cores. Exact search
+answers ~40-100 single queries/s at 1M and ~2,000/s at 50k, so exact up to 50k. Above, an
+hnswlib graph (single queries ~1.5x faster than FAISS's IndexHNSWFlat at equal recall,
+2026-11-24). Its build settings come from the learned embeddings of the 1M pipeline run
+(2026-11-26), where users' vectors sit far from the accounts' (top score ~0.53, 200
+accounts within 0.02 of the 100th): M=16 / efConstruction 80 needed efSearch 768 for
+Recall@100 0.967 (1,648 q/s); M=32 / 200 reached 0.960 at ef 384 (2,691 q/s); M=48 / 200
+0.960 at ef 256 (3,621 q/s) in about the same build time (148 s on 2 cores). IVF-Flat
+needed nprobe 128 of 4096 lists for 0.98 (717 q/s) and stays for catalogues beyond 2M,
+where graph memory and build time grow; IVF-PQ, fast-scan PQ with re-ranking and scann's
+anisotropic quantization stopped short of 0.95 or were slower there."""
 
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ from followrec.indexing.hnsw_graph import HnswGraph
 KINDS = ("auto", "flat", "hnsw", "faiss_hnsw", "ivf")
 EXACT_UP_TO = 50_000  # below this, exact search is fast enough and always right
 HNSW_UP_TO = 2_000_000  # above this, IVF's smaller memory and build time win
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 80
-HNSW_EF = (100, 128, 192, 256, 384, 512, 1024)  # efSearch below k=100 would return fewer
+HNSW_M, HNSW_EF_CONSTRUCTION = 48, 200
+# efSearch tried in turn until the target recall; below k=100 it would return fewer.
+HNSW_EF = (100, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024)
 
 
 @dataclass
