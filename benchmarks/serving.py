@@ -99,16 +99,26 @@ def load_level(url: str, users: int, concurrency: int, requests: int, k: int, se
 
 
 def service_memory(url: str) -> dict:
-    """Resident memory of the processes that hold the service's listening socket."""
+    """Resident memory of the service: the process listening on the port, or with several
+    workers their supervisor (`followrec serve`), and every process under it."""
     import psutil
 
     port = urlparse(url).port
-    pids = {
+    listening = next(
         c.pid for c in psutil.net_connections(kind="tcp")
         if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid
-    }  # fmt: skip
-    rss = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
-    return {"processes": len(rss), "rss_mb": round(sum(rss.values()) / 2**20, 1)}
+    )  # fmt: skip
+    top = psutil.Process(listening)
+    parent = top.parent()
+    if (
+        parent is not None
+        and "serve" in parent.cmdline()
+        and "followrec" in " ".join(parent.cmdline())
+    ):
+        top = parent
+    processes = [top, *top.children(recursive=True)]
+    rss = sum(p.memory_info().rss for p in processes)
+    return {"processes": len(processes), "rss_mb": round(rss / 2**20, 1)}
 
 
 def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
