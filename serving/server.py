@@ -24,7 +24,7 @@ def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None
     and add up their metrics."""
     from followrec.serving.app import create_app
     from followrec.serving.candidates import Recommender
-    from followrec.serving.shared import Generations
+    from followrec.serving.shared import Generations, WorkerLock
 
     sc = cfg.serving
     require(
@@ -47,8 +47,11 @@ def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None
     # One user per forward pass: threads across requests beat threads inside one.
     torch.set_num_threads(1)
     generations = Generations(Path(shared) / "generations.bin") if shared else None
+    event_lock = WorkerLock(Path(shared) / "events.lock") if shared else None
     return create_app(
-        lambda: Recommender(run_dir, cfg, sc.cache_size, sc.cold_start_max_follows, generations),
+        lambda: Recommender(
+            run_dir, cfg, sc.cache_size, sc.cold_start_max_follows, generations, event_lock
+        ),
         api_key=secret("FOLLOWREC_API_KEY"),
         admin_key=secret("FOLLOWREC_ADMIN_API_KEY"),
         poll_seconds=sc.poll_seconds,
