@@ -63,12 +63,6 @@ class Metrics:
                 self._stage_sums[stage] += value
                 self._stage_counts[stage] += 1
 
-    def cache_hit_rate(self) -> float:
-        """Hits over lookups since start (0 before any lookup)."""
-        hits = self.counter("followrec_cache_hits_total")
-        misses = self.counter("followrec_cache_misses_total")
-        return hits / (hits + misses) if hits + misses else 0.0
-
     def snapshot(self) -> dict:
         """Everything counted so far, as JSON-able lists (what a worker shares)."""
         with self._lock:
