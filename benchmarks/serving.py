@@ -47,8 +47,78 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def load_level(url: str, users: int, concurrency: int, requests: int, k: int, seed: int) -> dict:
-    """`requests` GETs spread over `concurrency` threads; latency per request in ms."""
+def load_level(
+    url: str, users: int, concurrency: int, requests: int, k: int, seed: int, client: str = "async"
+) -> dict:
+    """`requests` GETs spread over `concurrency` connections; latency per request in ms."""
+    import httpx
+
+    before = stage_sums(httpx.get(f"{url}/metrics").text)
+    started = time.perf_counter()
+    send = _async_requests if client == "async" else _threaded_requests
+    latencies, errors = send(url, users, concurrency, requests, k, seed)
+    wall = time.perf_counter() - started
+    after = stage_sums(httpx.get(f"{url}/metrics").text)
+    spent = {s: after.get(s, 0.0) - before.get(s, 0.0) for s in STAGES}
+    total = sum(spent.values()) or 1.0
+    return {
+        "concurrency": concurrency,
+        "client": client,
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
+        "p95_ms": round(percentile(latencies, 95), 2) if latencies else None,
+        "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "server_share": {s: round(spent[s] / total, 3) for s in STAGES},
+        "server_ms_per_request": {
+            s: round(1000 * spent[s] / max(len(latencies), 1), 3) for s in STAGES
+        },
+    }
+
+
+def _async_requests(
+    url: str, users: int, concurrency: int, requests: int, k: int, seed: int
+) -> tuple[list[float], list[str]]:
+    """One asyncio loop with `concurrency` keep-alive connections (aiohttp): the client's
+    own CPU per request is a fraction of a thread-per-connection client's, which matters
+    when client and server share the cores."""
+    import asyncio
+
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    per_task = max(1, requests // concurrency)
+
+    async def one_connection(session: aiohttp.ClientSession, index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        for _ in range(per_task):
+            user = rng.randrange(users)
+            started = time.perf_counter()
+            try:
+                async with session.get(f"/v1/users/{user}/candidates", params={"k": k}) as r:
+                    await r.read()
+                    ok, detail = r.status == 200, f"{r.status}"
+            except aiohttp.ClientError as exc:
+                ok, detail = False, repr(exc)
+            elapsed = (time.perf_counter() - started) * 1000
+            (latencies.append(elapsed) if ok else errors.append(detail))
+
+    async def all_connections() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(one_connection(session, i) for i in range(concurrency)))
+
+    asyncio.run(all_connections())
+    return latencies, errors
+
+
+def _threaded_requests(
+    url: str, users: int, concurrency: int, requests: int, k: int, seed: int
+) -> tuple[list[float], list[str]]:
+    """A thread per connection (httpx), as the earlier figures were measured."""
     import httpx
 
     latencies: list[float] = []
@@ -72,30 +142,12 @@ def load_level(url: str, users: int, concurrency: int, requests: int, k: int, se
                 with lock:
                     (latencies.append(elapsed) if ok else errors.append(detail))
 
-    before = stage_sums(httpx.get(f"{url}/metrics").text)
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - started
-    after = stage_sums(httpx.get(f"{url}/metrics").text)
-    spent = {s: after.get(s, 0.0) - before.get(s, 0.0) for s in STAGES}
-    total = sum(spent.values()) or 1.0
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies) + len(errors),
-        "errors": len(errors),
-        "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
-        "p95_ms": round(percentile(latencies, 95), 2) if latencies else None,
-        "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
-        "throughput_rps": round(len(latencies) / wall, 1),
-        "server_share": {s: round(spent[s] / total, 3) for s in STAGES},
-        "server_ms_per_request": {
-            s: round(1000 * spent[s] / max(len(latencies), 1), 3) for s in STAGES
-        },
-    }
+    return latencies, errors
 
 
 def service_memory(url: str) -> dict:
@@ -121,7 +173,7 @@ def service_memory(url: str) -> dict:
     return {"processes": len(processes), "rss_mb": round(rss / 2**20, 1)}
 
 
-def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
+def bench_url(url: str, levels: list[int], requests: int, k: int, clients: list[str]) -> dict:
     import httpx
 
     host = urlparse(url).hostname
@@ -130,7 +182,11 @@ def bench_url(url: str, levels: list[int], requests: int, k: int) -> dict:
     ready = httpx.get(f"{url}/readyz", timeout=10).json()
     users = int(ready["producers"])
     load_level(url, users, 2, 40, k, seed=0)  # warm-up: connections, lazy imports
-    rows = [load_level(url, users, c, requests, k, seed=c) for c in levels]
+    rows = [
+        load_level(url, users, c, requests, k, seed=c, client=client)
+        for client in clients
+        for c in levels
+    ]
     return {"url": url, "serving": ready, "levels": rows, "memory": service_memory(url)}
 
 
@@ -164,12 +220,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per level")
     parser.add_argument("--workers", default="1", help="with --run: worker counts, e.g. 1,2")
     parser.add_argument("--k", type=int, default=100, help="candidates per request")
+    parser.add_argument(
+        "--clients",
+        default="async",
+        help="load generators, comma-separated: async (one asyncio loop, aiohttp) and/or "
+        "threads (a thread per connection, httpx; heavier on the shared cores)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    clients = args.clients.split(",")
+    for client in clients:
+        if client not in ("async", "threads"):
+            raise SystemExit(f"--clients: unknown client {client!r}; expected async, threads")
 
     results: dict = {"k": args.k, "requests_per_level": args.requests, "stores": {}}
     if args.url:
-        results["stores"]["given"] = bench_url(args.url, levels, args.requests, args.k)
+        results["stores"]["given"] = bench_url(args.url, levels, args.requests, args.k, clients)
     else:
         from followrec.serving.launch import running_service
 
@@ -185,18 +251,19 @@ def main() -> None:
                                         "serving.poll_seconds=0", "--workers", str(workers))
                     )  # fmt: skip
                     name = store if workers == 1 else f"{store}-w{workers}"
-                    results["stores"][name] = bench_url(url, levels, args.requests, args.k)
+                    results["stores"][name] = bench_url(url, levels, args.requests, args.k, clients)
 
     header = (
-        f"{'store':8s} {'conc':>4s} {'req':>5s} {'err':>4s} {'p50 ms':>8s} {'p95 ms':>8s} "
-        f"{'p99 ms':>8s} {'req/s':>7s}  features/tower/search share  service MB"
+        f"{'store':8s} {'client':7s} {'conc':>4s} {'req':>5s} {'err':>4s} {'p50 ms':>8s} "
+        f"{'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>7s}  features/tower/search share  service MB"
     )
     print(header)
     for store, out in results["stores"].items():
         for row in out["levels"]:
             share = row["server_share"]
             print(
-                f"{store:8s} {row['concurrency']:4d} {row['requests']:5d} {row['errors']:4d} "
+                f"{store:8s} {row['client']:7s} {row['concurrency']:4d} {row['requests']:5d} "
+                f"{row['errors']:4d} "
                 f"{row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
                 f"{row['throughput_rps']:7.1f}  {share['features']:.2f}/{share['tower']:.2f}/"
                 f"{share['search']:.2f}  {out['memory']['rss_mb']:10.0f}"

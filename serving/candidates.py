@@ -16,12 +16,10 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
 from followrec.core.errors import InputError
 from followrec.core.limits import MAX_K
 from followrec.core.metrics import popularity_percentile
-from followrec.core.search import search_excluding
 from followrec.features import feast_definitions as definitions
 from followrec.features import feature_store
 from followrec.features.transforms import apply_user_event, follow_count_bucket
@@ -65,6 +63,24 @@ class Options:
         return self.popularity_discount > 0 or self.diversity > 0
 
 
+class AccountRows:
+    """Account id -> index row by binary search. Read-only arrays, so requests racing on a
+    fresh pair after a swap need no lock (a pandas Index builds its hash table lazily and
+    not thread-safely), and a few dozen ids take microseconds."""
+
+    def __init__(self, account_ids: np.ndarray) -> None:
+        order = np.argsort(account_ids, kind="stable")
+        self.sorted_ids = np.ascontiguousarray(np.asarray(account_ids)[order])
+        self.sorted_rows = order
+
+    def of(self, account_ids: np.ndarray) -> np.ndarray:
+        """Index rows of these accounts, sorted and unique; accounts not indexed are left out."""
+        if not len(self.sorted_ids) or not len(account_ids):
+            return np.empty(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.sorted_ids, account_ids), len(self.sorted_ids) - 1)
+        return np.unique(self.sorted_rows[pos[self.sorted_ids[pos] == account_ids]])
+
+
 @dataclass
 class Pair:
     """A model and the index built from it: they serve together or not at all."""
@@ -77,7 +93,7 @@ class Pair:
     percentile: np.ndarray  # follower-count percentile by index row
     service: Any  # the Feast FeatureService the consumer tower reads
 
-    rows: pd.Index = field(init=False, repr=False)
+    rows: AccountRows = field(init=False, repr=False)
     query_tower: NumpyTower = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,12 +105,7 @@ class Pair:
             trained.train_config["max_history"],
             trained.n_ids,
         )
-        # Account id -> index row. Built, hash table included, before the pair is shared:
-        # pandas builds an Index's hash table lazily and not thread-safely, and requests
-        # racing on a fresh pair after a swap got "Reindexing only valid with uniquely
-        # valued Index objects" (a 500).
-        self.rows = pd.Index(self.account_ids)
-        self.rows.get_indexer(self.rows[:1])
+        self.rows = AccountRows(self.account_ids)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -423,7 +434,7 @@ class Recommender:
         t1 = time.perf_counter()
         excluded = self._excluded(user_id, follows)
         want = options.k * (RERANK_POOL if options.reranks else 1)
-        rows, scores = _search_excluding(pair, query, want, excluded)
+        rows, scores = search_one_excluding(pair, query, want, excluded)
         t2 = time.perf_counter()
         final = scores.astype(np.float64)
         order = np.arange(len(rows))
@@ -523,7 +534,7 @@ class Recommender:
         }
 
 
-def _search_excluding(
+def search_one_excluding(
     pair: Pair, query: np.ndarray, want: int, excluded: set[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index rows and scores of the best `want` accounts not excluded."""
@@ -532,14 +543,20 @@ def _search_excluding(
     # is per thread, and requests run on the server's worker threads.
     faiss.omp_set_num_threads(1)
     total = pair.index.ntotal
-    rows = pair.rows.get_indexer(np.fromiter(excluded, np.int64, len(excluded)))
-    rows = np.unique(rows[rows >= 0])
-    banned = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.int8), rows, [0, len(rows)]), shape=(1, total)
-    )
-    found, scores = search_excluding(pair.index.search, query, banned, want, total)
-    keep = found[0] >= 0
-    return found[0][keep], scores[0][keep]
+    banned = pair.rows.of(np.fromiter(excluded, np.int64, len(excluded)))
+    # As core.search.search_excluding, for one query without its sparse-matrix set-up
+    # (a third of this stage's time): deep enough that `want` remain even when every
+    # excluded account ranks first, deeper only while an approximate index falls short.
+    depth = int(min(total, want + len(banned) + 1))
+    while True:
+        scores, found = pair.index.search(np.ascontiguousarray(query), depth)
+        scores, found = scores[0], found[0].astype(np.int64)
+        keep = found >= 0
+        keep[keep] = ~np.isin(found[keep], banned, assume_unique=True)
+        if depth >= total or keep.sum() >= want:
+            break
+        depth = min(total, depth * 2)
+    return found[keep][:want], scores[keep][:want].astype(np.float32)
 
 
 def vectors_of(index: Any, rows: np.ndarray | None = None) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): the edge-list loader on any graph and any text, the
-exclusion-aware search against brute force, and the HTTP request models on any JSON."""
+exclusion-aware searches (batch and the service's one query) against brute force, and the
+HTTP request models on any JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from followrec.core.errors import InputError
 from followrec.core.search import exclusions, search_excluding
 from followrec.features.loaders import load_edgelist
 from followrec.serving.app import MAX_EXCERPT, Event, Profile, excerpt
+from followrec.serving.candidates import AccountRows, search_one_excluding
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 edges = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=60)
@@ -85,6 +87,55 @@ def test_search_excluding_equals_brute_force(seed, n_items, n_users, k, density)
         got = [int(r) for r in rows[i] if r >= 0]
         assert got == best
         assert (rows[i][len(best) :] == -1).all() and np.isneginf(scores[i][len(best) :]).all()
+
+
+class ShallowIndex:
+    """Exact scores, but like an approximate index it fills only half the slots asked for
+    (the rest -1) until asked for everything, so the caller must search deeper."""
+
+    def __init__(self, items: np.ndarray) -> None:
+        self.items, self.ntotal = items, len(items)
+
+    def search(self, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = query @ self.items.T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        found = np.take_along_axis(scores, order, axis=1), order
+        if depth < self.ntotal:
+            found[0][:, (depth + 1) // 2 :], found[1][:, (depth + 1) // 2 :] = -np.inf, -1
+        return found
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    n_items=st.integers(1, 40),
+    want=st.integers(1, 45),
+    n_excluded=st.integers(0, 50),
+    shallow=st.booleans(),
+)
+def test_one_query_search_excluding_equals_brute_force(seed, n_items, want, n_excluded, shallow):
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n_items, 4)).astype(np.float32)
+    query = rng.normal(size=(1, 4)).astype(np.float32)
+    # Account ids are not row numbers: shuffled, with gaps; some excluded ids are not indexed.
+    account_ids = rng.choice(3 * n_items, n_items, replace=False)
+    excluded = {int(a) for a in rng.integers(0, 3 * n_items, n_excluded)}
+    index = ShallowIndex(items) if shallow else _exact_index(items)
+    pair = type("P", (), {"index": index, "rows": AccountRows(account_ids)})()
+
+    rows, scores = search_one_excluding(pair, query, want, excluded)
+    allowed = [j for j in range(n_items) if int(account_ids[j]) not in excluded]
+    best = sorted(allowed, key=lambda j: (-float(query[0] @ items[j]), j))[:want]
+    assert sorted(rows.tolist()) == sorted(best)  # ties may come in either order
+    np.testing.assert_allclose(scores, np.sort(query[0] @ items[best].T)[::-1], rtol=1e-5)
+
+
+def _exact_index(items: np.ndarray):  # noqa: ANN202 - a FAISS index
+    import faiss
+
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(items)
+    return index
 
 
 json_values = st.recursive(
