@@ -221,6 +221,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="with --run: worker counts, e.g. 1,2")
     parser.add_argument("--k", type=int, default=100, help="candidates per request")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --run: a setting for the service(s), e.g. serving.threads=4 (repeatable)",
+    )
+    parser.add_argument(
         "--clients",
         default="async",
         help="load generators, comma-separated: async (one asyncio loop, aiohttp) and/or "
@@ -248,7 +255,8 @@ def main() -> None:
                 with ExitStack() as stack:
                     url = stack.enter_context(
                         running_service(target, "--set", "serving.cache_size=0", "--set",
-                                        "serving.poll_seconds=0", "--workers", str(workers))
+                                        "serving.poll_seconds=0", "--workers", str(workers),
+                                        *[a for kv in args.set for a in ("--set", kv)])
                     )  # fmt: skip
                     name = store if workers == 1 else f"{store}-w{workers}"
                     results["stores"][name] = bench_url(url, levels, args.requests, args.k, clients)

@@ -480,6 +480,10 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the champion at start-up; stop the poller at shutdown."""
+    from anyio import to_thread
+
+    # The pool FastAPI runs plain `def` routes on (anyio's default limiter, 40 threads).
+    to_thread.current_default_thread_limiter().total_tokens = app.state.request_threads
     app.state.service.start()
     yield
     app.state.service.close()
@@ -494,11 +498,13 @@ def create_app(
     experiments_factory: Any = None,
     experiment_poll_seconds: float = 2.0,
     metrics_folder: str | None = None,
+    request_threads: int = 4,
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
     polled every `poll_seconds` (0 = never) and swapped in when it moves. Request bodies
     over `max_body_bytes` are refused with 413. `metrics_folder`: where the worker
-    processes of one service share their metrics."""
+    processes of one service share their metrics. `request_threads`: how many requests
+    run at once (the rest wait their turn in the event loop)."""
     app = FastAPI(
         title="followrec candidates",
         version="1",
@@ -514,6 +520,7 @@ def create_app(
         experiment_poll_seconds,
         metrics_folder,
     )
+    app.state.request_threads = request_threads
     app.add_middleware(AccessLog)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for error, handler in (

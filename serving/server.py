@@ -18,14 +18,8 @@ from followrec.core.secrets import secret
 WORKER_ENV = "FOLLOWREC_SERVE_WORKER"
 
 
-def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None) -> Any:
-    """The FastAPI app for a run, with the settings in cfg.serving. `shared`: the folder
-    through which the worker processes of one service retire each other's cached results
-    and add up their metrics."""
-    from followrec.serving.app import create_app
-    from followrec.serving.candidates import Recommender
-    from followrec.serving.shared import Generations, WorkerLock
-
+def check_settings(cfg: Config) -> None:
+    """Refuse bad serving settings, naming the field, before any process starts."""
     sc = cfg.serving
     require(
         {
@@ -34,13 +28,29 @@ def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None
             "serving.cold_start_max_follows": sc.cold_start_max_follows >= 0,
             "serving.max_body_bytes": sc.max_body_bytes >= 0,
             "serving.max_new_users": sc.max_new_users >= 0,
-            "serving.workers": sc.workers >= 1,
         },
         sc,
         "must not be negative",
     )
+    require(
+        {"serving.workers": sc.workers >= 1, "serving.threads": sc.threads >= 1},
+        sc,
+        "must be at least 1",
+    )
     ec = cfg.experiments
     require({"experiments.poll_seconds": ec.poll_seconds > 0}, ec, "must be positive")
+
+
+def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None) -> Any:
+    """The FastAPI app for a run, with the settings in cfg.serving. `shared`: the folder
+    through which the worker processes of one service retire each other's cached results
+    and add up their metrics."""
+    from followrec.serving.app import create_app
+    from followrec.serving.candidates import Recommender
+    from followrec.serving.shared import Generations, WorkerLock
+
+    check_settings(cfg)
+    sc = cfg.serving
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import torch
 
@@ -61,6 +71,7 @@ def build_app(cfg: Config, run_dir: str | Path, shared: str | Path | None = None
         ),
         experiment_poll_seconds=cfg.experiments.poll_seconds,
         metrics_folder=str(Path(shared) / "metrics") if shared else None,
+        request_threads=sc.threads,
     )
 
 
@@ -116,12 +127,11 @@ def serve(cfg: Config, run_dir: str | Path, host: str | None, port: int | None) 
         "log_level": "warning",
         "access_log": False,  # the app logs each request as JSON
     }
+    check_settings(cfg)
     workers = cfg.serving.workers
     if workers == 1:
         uvicorn.run(build_app(cfg, run_dir), **options)
         return 0
-    if workers < 1:
-        raise InputError("must be at least 1", field="serving.workers", value=workers)
     # Several processes on one port (the kernel spreads connections): each loads the model
     # and index; a folder shared for their cache counters and metrics lives as long as they.
     shared = tempfile.mkdtemp(prefix="followrec-serve-")

@@ -232,3 +232,32 @@ def test_the_gate_can_require_a_maximum_disparity():
     assert not failed.promote and "exposure disparity 3.00 above 1.50" in failed.reasons
     unmeasured = fairness_check(passed, {}, 1.5)
     assert not unmeasured.promote and "eval.groups" in unmeasured.reasons[-1]
+
+
+def test_exposure_log_writes_every_record_in_batches_and_on_its_timer(tmp_path):
+    import time
+
+    from followrec.serving.experiments import SEND_BATCH, Assignment, ExposureLog
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    store = ExperimentStore(url)
+    exp = store.create(_exp())
+    log = ExposureLog(store)
+    try:
+        for user in range(3):  # far fewer than a batch: only the timer sends these
+            log.impression(f"t{user}", user, Assignment("e", exp.arm_for(user)), "1", "v", [1])
+        deadline = time.monotonic() + 10
+        while len(ExperimentStore(url).impressions("e")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(ExperimentStore(url).impressions("e")) == 3
+        for user in range(3, 3 + 2 * SEND_BATCH + 7):
+            log.impression(f"r{user}", user, Assignment("e", exp.arm_for(user)), "1", "v", [1])
+            if user % 10 == 0:
+                log.event(user, "follow", 1)
+    finally:
+        log.close()
+    reopened = ExperimentStore(url)
+    shown = reopened.impressions("e")
+    assert sorted(shown["user_id"]) == list(range(3 + 2 * SEND_BATCH + 7))
+    assert len(reopened.events()) == len(range(10, 3 + 2 * SEND_BATCH + 7, 10))
+    assert log.dropped == 0

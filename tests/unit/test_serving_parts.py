@@ -1,6 +1,7 @@
 """Re-rank, cache and metrics pieces of the service."""
 
 import numpy as np
+import pytest
 
 from followrec.serving.cache import ResultCache
 from followrec.serving.metrics import Metrics, SharedMetrics
@@ -120,3 +121,29 @@ def test_the_event_lock_serializes_writers_across_processes(tmp_path):
         w.join(60)
     assert [w.exitcode for w in workers] == [0, 0, 0]
     assert int(counter.read_text()) == 600
+
+
+def test_requests_run_on_the_configured_number_of_threads(tmp_path):
+    from anyio import to_thread
+    from fastapi.testclient import TestClient
+
+    from followrec.core.config import load_config
+    from followrec.core.errors import InputError
+    from followrec.serving.app import create_app
+    from followrec.serving.server import build_app, serve
+
+    def no_champion():
+        raise FileNotFoundError("no run here")
+
+    app = create_app(no_champion, poll_seconds=0, request_threads=3)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        limiter = client.portal.call(lambda: to_thread.current_default_thread_limiter())
+        assert limiter.total_tokens == 3
+    with pytest.raises(InputError) as bad:
+        build_app(load_config(None, ["serving.threads=0"]), tmp_path)
+    assert "serving.threads" in str(bad.value)
+    # Refused before any worker process starts, not inside each of them.
+    with pytest.raises(InputError) as bad:
+        serve(load_config(None, ["serving.threads=0", "serving.workers=2"]), tmp_path, None, 0)
+    assert "serving.threads" in str(bad.value)
