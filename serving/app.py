@@ -498,7 +498,7 @@ def create_app(
     experiments_factory: Any = None,
     experiment_poll_seconds: float = 2.0,
     metrics_folder: str | None = None,
-    request_threads: int = 4,
+    request_threads: int = 40,
 ) -> FastAPI:
     """The app. `recommender_factory()` builds the Recommender at startup; the champion is
     polled every `poll_seconds` (0 = never) and swapped in when it moves. Request bodies
