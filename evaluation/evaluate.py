@@ -75,15 +75,15 @@ def attribute_labels(ds: Dataset, column: str) -> np.ndarray:
 
 
 def user_groups(
-    ds: Dataset, split: Split, users: np.ndarray, columns: tuple[str, ...] = ()
+    ds: Dataset, split: Split, users: np.ndarray, labels: dict[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
     """Boolean masks over evaluated users: by language, activity bucket, cold start, and
-    each attribute column named in eval.groups (the user's own value)."""
+    each attribute in `labels` (column -> every account's label; the user's own value)."""
     groups: dict[str, np.ndarray] = {}
-    for column in columns:
-        labels = attribute_labels(ds, column)[users]
-        for value in sorted(set(labels)):
-            groups[f"{column}={value}"] = labels == value
+    for column, every_label in (labels or {}).items():
+        label = every_label[users]
+        for value in sorted(set(label)):
+            groups[f"{column}={value}"] = label == value
     language = ds.accounts["language"].to_numpy()[users].astype(object)
     for value in sorted({str(v) for v in language if v is not None}):
         groups[f"language={value}"] = language == value
@@ -140,8 +140,8 @@ def score_sources(
     results.update(extra or {})
     relevance = Relevance.from_holdout(split.holdout, users, ds.n_accounts)
     percentile = popularity_percentile(ctx.popularity)
-    groups = user_groups(ds, split, users, cfg.eval.groups)
     labels = {column: attribute_labels(ds, column) for column in cfg.eval.groups}
+    groups = user_groups(ds, split, users, labels)
     followed = split.holdout["followee_id"].to_numpy()[
         np.isin(split.holdout["follower_id"].to_numpy(), users)
     ]

@@ -34,7 +34,9 @@ def touch_rows(
 
 
 class RowAdam:
-    """Adam on the rows a step touched; the moments of untouched rows stay as they are."""
+    """Adam on the rows a step touched; the moments of untouched rows stay as they are. No
+    weight decay, like SparseAdam, which it replaces: decaying only the touched rows would
+    shrink active accounts' rows and leave rare ones as they are."""
 
     def __init__(
         self,
