@@ -51,7 +51,7 @@ undeploy: install  ## stop it and remove its namespaces (PURGE=1 also drops its 
 	$(BIN)/followrec deploy down --run runs/deploy $(if $(PURGE),--purge,)
 
 test: install  ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 browser:  ## Debian's chromium and chromedriver for the browser tests (apt; root or sudo)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
