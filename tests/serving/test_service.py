@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from followrec.serving.app import CandidatesBody
 from tests.serving.conftest import ADMIN_KEY, API_KEY, KEYS, running_service, wait_for
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,12 @@ def test_candidates_exclude_self_and_follows_and_report_versions(client, pipelin
     assert (body["model_version"], body["index_version"]) == ("2", "model-v2")
     assert body["cold_start"] is False and body["cached"] is False
     assert set(body["latency_ms"]) >= {"features", "tower", "search", "total"}
+    # The body is built by hand for speed: it must still be what the OpenAPI schema says.
+    CandidatesBody.model_validate(body)
+    documented = client.get("/openapi.json").json()["paths"]
+    for path, method in (("/v1/users/{user_id}/candidates", "get"), ("/v1/candidates", "post")):
+        schema = documented[path][method]["responses"]["200"]["content"]["application/json"]
+        assert schema["schema"] == {"$ref": "#/components/schemas/CandidatesBody"}
 
     again = candidates(client, user, k=50)
     assert again["cached"] is True and again["candidates"] == body["candidates"]
@@ -79,6 +86,7 @@ def test_cold_start_unknown_user_and_onboarding_profile(client):
     )
     assert onboarding.status_code == 200, onboarding.text
     body = onboarding.json()
+    CandidatesBody.model_validate(body)
     assert body["cold_start"] is True and body["warnings"] == []
     assert len(body["candidates"]) == 20
     other = client.post("/v1/candidates", json={"language": "pt", "interests": [40, 41], "k": 20})
