@@ -6,7 +6,6 @@ failure is a 500 with a request id (the traceback goes to the log, not the clien
 
 from __future__ import annotations
 
-import gc
 import hmac
 import json
 import logging
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from followrec.core.errors import InputError
 from followrec.core.limits import MAX_ACCOUNT_ID, MAX_K
 from followrec.evaluation.exposures import CHAMPION, LEGACY_BLEND
-from followrec.serving.candidates import Options, Recommender
+from followrec.serving.candidates import Options, Recommender, settle_heap
 from followrec.serving.experiments import Assignment, Experiments, ExposureLog
 from followrec.serving.metrics import Metrics, SharedMetrics
 
@@ -225,16 +224,6 @@ class Service:
         if self.recommender is None:
             raise ServiceUnavailable(self.error or "the champion is still loading")
         return self.recommender
-
-
-def settle_heap() -> None:
-    """Collect once, then freeze what survives, so that later collections skip it. The
-    model, the index wrapper and the Feast and MLflow clients are ~500k objects: a full
-    collection walked them all and paused every request for ~260 ms, about once in 3,000
-    requests (gc callbacks, in process). Unfrozen first, so that a pair swapped out can go."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 # The dependencies are `async def` because they never block: FastAPI runs a plain `def`
