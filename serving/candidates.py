@@ -554,7 +554,7 @@ def search_one_excluding(
         scores, found = pair.index.search(np.ascontiguousarray(query), depth)
         scores, found = scores[0], found[0].astype(np.int64)
         keep = found >= 0
-        keep[keep] = ~np.isin(found[keep], banned, assume_unique=True)
+        keep[keep] = ~np.isin(found[keep], banned)
         if depth >= total or keep.sum() >= want:
             break
         depth = min(total, depth * 2)
