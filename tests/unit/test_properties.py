@@ -60,6 +60,18 @@ def test_any_text_either_loads_or_is_an_input_error(tmp_path_factory, text):
             assert len(ds.follows) >= 1
 
 
+def exact_top(queries: np.ndarray, items: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and rows of each query's `depth` best items, by brute force."""
+    scores = queries @ items.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+def best_allowed(query: np.ndarray, items: np.ndarray, allowed: list[int], k: int) -> list[int]:
+    """The k best allowed item rows for one query (ties by row), by brute force."""
+    return sorted(allowed, key=lambda j: (-float(query @ items[j]), j))[:k]
+
+
 @FAST
 @given(
     seed=st.integers(0, 10_000),
@@ -76,14 +88,12 @@ def test_search_excluding_equals_brute_force(seed, n_items, n_users, k, density)
     users = rng.integers(0, min(n_users, n_items), n_users)
 
     def exact(q, depth):
-        scores = q @ items.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(scores, order, axis=1), order
+        return exact_top(q, items, depth)
 
     rows, scores = search_excluding(exact, queries, exclusions(follows, users), k, n_items)
     for i, user in enumerate(users):
         allowed = [j for j in range(n_items) if j != user and not follows[user, j]]
-        best = sorted(allowed, key=lambda j: (-float(queries[i] @ items[j]), j))[:k]
+        best = best_allowed(queries[i], items, allowed, k)
         got = [int(r) for r in rows[i] if r >= 0]
         assert got == best
         assert (rows[i][len(best) :] == -1).all() and np.isneginf(scores[i][len(best) :]).all()
@@ -97,9 +107,7 @@ class ShallowIndex:
         self.items, self.ntotal = items, len(items)
 
     def search(self, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = query @ self.items.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        found = np.take_along_axis(scores, order, axis=1), order
+        found = exact_top(query, self.items, depth)
         if depth < self.ntotal:
             found[0][:, (depth + 1) // 2 :], found[1][:, (depth + 1) // 2 :] = -np.inf, -1
         return found
@@ -125,7 +133,7 @@ def test_one_query_search_excluding_equals_brute_force(seed, n_items, want, n_ex
 
     rows, scores = search_one_excluding(pair, query, want, excluded)
     allowed = [j for j in range(n_items) if int(account_ids[j]) not in excluded]
-    best = sorted(allowed, key=lambda j: (-float(query[0] @ items[j]), j))[:want]
+    best = best_allowed(query[0], items, allowed, want)
     assert sorted(rows.tolist()) == sorted(best)  # ties may come in either order
     expected = np.sort(query[0] @ items[best].T)[::-1]
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)  # summation order
