@@ -23,6 +23,7 @@ class FollowIndex:
         self.accounts = accounts.long()[order]
         counts = torch.bincount(users.long(), minlength=n_accounts)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        self._slot: torch.Tensor | None = None  # account -> candidate column, -1 elsewhere
 
     def rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row index into `users`, followed account) for every follow of the given users."""
@@ -39,16 +40,39 @@ class FollowIndex:
             (data, self.accounts.numpy(), self.offsets.numpy()), shape=(self.n, self.n)
         )
 
-    def mask(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Boolean (users x candidates): True where users[i] follows candidates[j]."""
-        unique, inverse = torch.unique(candidates, return_inverse=True)
+    def pairs(
+        self, users: torch.Tensor, columns: CandidateColumns
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(i, j) index pairs where users[i] follows the candidate in column j: the few cells
+        of a (users x candidates) matrix to mask, without building it."""
         segment, followed = self.rows(users)
-        # A lookup in the sorted candidates, not an n-sized position table per step.
-        column = torch.searchsorted(unique, followed).clamp_(max=len(unique) - 1)
-        hit = unique[column] == followed
-        small = torch.zeros(len(users), len(unique), dtype=torch.bool)
-        small[segment[hit], column[hit]] = True
-        return small[:, inverse]
+        if self._slot is None:  # reused: filling an n-sized table every step costs more
+            self._slot = torch.full((self.n,), -1, dtype=torch.long)
+        self._slot[columns.unique] = torch.arange(len(columns.unique))
+        distinct = self._slot[followed]
+        self._slot[columns.unique] = -1
+        hit = distinct >= 0
+        return columns.expand(segment[hit], distinct[hit])
+
+
+class CandidateColumns:
+    """A batch's candidate ids: the distinct ids (sorted) and the columns holding each."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.unique, inverse, self.counts = torch.unique(
+            ids, return_inverse=True, return_counts=True
+        )
+        self.order = torch.argsort(inverse, stable=True)  # columns grouped by distinct id
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def expand(
+        self, rows: torch.Tensor, distinct: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, distinct-id index) pairs -> (row, column) for every column with that id."""
+        repeats = self.counts[distinct]
+        pair = torch.repeat_interleave(torch.arange(len(distinct)), repeats)
+        within = torch.arange(len(pair)) - (torch.cumsum(repeats, 0) - repeats)[pair]
+        return rows[pair], self.order[self.starts[distinct][pair] + within]
 
 
 def in_batch_softmax(
@@ -77,12 +101,17 @@ def in_batch_softmax(
         logits = logits - cand_log_q.unsqueeze(0)
     batch = len(user)
     positive = torch.arange(batch)
-    same_item = cand_ids.unsqueeze(0) == item_ids.unsqueeze(1)
-    mask = same_item
+    # Masked cells are few (repeats of the positive, followed accounts): set them by index
+    # rather than through (batch x candidates) boolean matrices.
+    columns = CandidateColumns(cand_ids)
+    rows, cols = columns.expand(positive, torch.searchsorted(columns.unique, item_ids))
     if follows is not None:
-        mask = mask | follows.mask(user_ids, cand_ids)
-    mask[positive, positive] = False
-    logits = logits.masked_fill(mask, float("-inf"))
+        follow_rows, follow_cols = follows.pairs(user_ids, columns)
+        rows, cols = torch.cat([rows, follow_rows]), torch.cat([cols, follow_cols])
+    off_diagonal = rows != cols
+    logits = logits.index_put(
+        (rows[off_diagonal], cols[off_diagonal]), logits.new_tensor(float("-inf"))
+    )
     return F.cross_entropy(logits, positive)
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from followrec.training.objectives import (
+    CandidateColumns,
     FollowIndex,
     in_batch_softmax,
     pointwise_logistic,
@@ -83,17 +84,27 @@ def test_pointwise_logistic():
     assert loss.item() == pytest.approx(expected.item())
 
 
-def test_follow_index_mask_matches_brute_force():
+def test_follow_index_pairs_match_brute_force():
     users = torch.tensor([0, 0, 1, 3, 3, 3])
     accounts = torch.tensor([1, 2, 0, 4, 1, 0])
     index = FollowIndex(users, accounts, 5)
-    batch_users = torch.tensor([3, 0, 2])
-    candidates = torch.tensor([1, 4, 1, 0])
-    pairs = set(zip(users.tolist(), accounts.tolist()))
-    expected = [[(u, c) in pairs for c in candidates.tolist()] for u in batch_users.tolist()]
-    assert index.mask(batch_users, candidates).tolist() == expected
+    batch_users = torch.tensor([3, 0, 2, 3])
+    candidates = torch.tensor([1, 4, 1, 0])  # account 1 in two columns
+    follows = set(zip(users.tolist(), accounts.tolist()))
+    expected = {
+        (i, j)
+        for i, u in enumerate(batch_users.tolist())
+        for j, c in enumerate(candidates.tolist())
+        if (u, c) in follows
+    }
+    for _ in range(2):  # the reused account -> column table is left clean
+        rows, cols = index.pairs(batch_users, CandidateColumns(candidates))
+        assert len(rows) == len(expected)
+        assert set(zip(rows.tolist(), cols.tolist())) == expected
+    rows, cols = index.pairs(torch.tensor([1]), CandidateColumns(torch.tensor([2, 4])))
+    assert len(rows) == 0
     dense = index.csr().toarray().astype(bool)
-    assert dense.tolist() == [[(u, a) in pairs for a in range(5)] for u in range(5)]
+    assert dense.tolist() == [[(u, a) in follows for a in range(5)] for u in range(5)]
 
 
 def test_sampling_log_q_mixes_batch_and_sampled_probabilities():
