@@ -90,14 +90,26 @@ def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
     return np.searchsorted(order, popularity, side="left") / max(len(popularity) - 1, 1)
 
 
-def catalog_metrics(recs: np.ndarray, k: int, percentile: np.ndarray) -> dict[str, float]:
-    """Coverage and mean popularity percentile of the top K."""
-    top = recs[:, :k]
-    valid = top[top >= 0]
-    return {
-        "coverage": float(len(np.unique(valid)) / len(percentile)),
-        "popularity_percentile": float(percentile[valid].mean()) if len(valid) else 0.0,
-    }
+def catalog_metrics(
+    recs: np.ndarray, ks: tuple[int, ...], percentile: np.ndarray
+) -> dict[int, dict[str, float]]:
+    """Coverage and mean popularity percentile of the top K, for each K: one pass over the
+    columns (a seen-mark per account, not a distinct-count per K)."""
+    seen = np.zeros(len(percentile), dtype=bool)
+    total, count, done = 0.0, 0, 0
+    out = {}
+    for k in sorted(ks):
+        block = recs[:, done:k]
+        valid = block[block >= 0]
+        seen[valid] = True
+        total += float(percentile[valid].sum())
+        count += len(valid)
+        done = max(done, k)
+        out[k] = {
+            "coverage": float(np.count_nonzero(seen)) / len(percentile),
+            "popularity_percentile": total / count if count else 0.0,
+        }
+    return out
 
 
 def evaluate_recommendations(
@@ -113,11 +125,12 @@ def evaluate_recommendations(
 
     def summarise(mask: np.ndarray) -> dict[str, float]:
         out: dict[str, float] = {"users": int(mask.sum())}
+        catalog = catalog_metrics(recs[mask], ks, percentile)
         for k in ks:
             for name in PER_USER:
                 values = per_k[k][name][mask]
                 out[f"{name}@{k}"] = float(values.mean()) if len(values) else 0.0
-            for name, value in catalog_metrics(recs[mask], k, percentile).items():
+            for name, value in catalog[k].items():
                 out[f"{name}@{k}"] = value
         return out
 

@@ -57,10 +57,15 @@ def test_short_lists_count_missing_ranks_as_misses():
 def test_popularity_percentile_and_coverage():
     pct = popularity_percentile(np.array([0, 5, 5, 10]))
     assert pct.tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1])
-    recs = np.array([[3, 1], [3, -1]])
-    out = catalog_metrics(recs, 2, pct)
-    assert out["coverage"] == pytest.approx(2 / 4)
-    assert out["popularity_percentile"] == pytest.approx((1 + 1 / 3 + 1) / 3)
+    recs = np.array([[3, 1, 0], [3, -1, 2]])
+    out = catalog_metrics(recs, (2, 1, 3), pct)
+    assert out[1] == pytest.approx({"coverage": 1 / 4, "popularity_percentile": 1.0})
+    assert out[2] == pytest.approx(
+        {"coverage": 2 / 4, "popularity_percentile": (1 + 1 / 3 + 1) / 3}
+    )
+    assert out[3] == pytest.approx(
+        {"coverage": 4 / 4, "popularity_percentile": (1 + 1 / 3 + 1 + 0 + 1 / 3) / 5}
+    )
 
 
 def test_groups_average_only_their_users():
