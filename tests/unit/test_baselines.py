@@ -13,6 +13,7 @@ from followrec.evaluation.baselines import (
     popularity,
     popularity_segment,
     round_robin,
+    top_k_per_row,
 )
 from tests.conftest import make_dataset
 
@@ -134,3 +135,21 @@ def test_lightgcn_finds_planted_communities_that_popularity_misses():
         valid = row[row >= 0].tolist()
         assert user not in valid and not set(valid) & set(ctx.follows[user].indices.tolist())
     assert recall(gcn) > recall(popularity(ctx, users, 10, cfg)) + 0.2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_per_row_is_value_then_popularity_order(dtype):
+    # Small integer scores (many ties, as path counts give) over 300 rows; float32 takes the
+    # one-int64-key sort, float64 the lexsort; the floor before the sort must drop no winner.
+    rng = np.random.default_rng(5)
+    n_rows, n_cols, k = 300, 400, 7
+    cells = rng.choice(n_rows * n_cols, size=20_000, replace=False)
+    rows, cols = cells // n_cols, cells % n_cols
+    vals = rng.integers(1, 6, size=len(cells)).astype(dtype)
+    ties = rng.permutation(n_cols)
+    got_rows, got_cols, got_vals = top_k_per_row(rows, cols, vals, n_rows, k, ties)
+    for row in range(n_rows):
+        mine = np.flatnonzero(rows == row)
+        best = sorted(mine, key=lambda i: (-vals[i], -ties[cols[i]]))[:k]
+        assert got_cols[got_rows == row].tolist() == cols[best].tolist()
+        assert got_vals[got_rows == row].tolist() == vals[best].tolist()
