@@ -22,7 +22,10 @@ $(STAMP): constraints.txt pyproject.toml
 	rm -f $(VENV)/.followrec-deps-* && touch $(STAMP)
 
 install: $(STAMP)  ## create the virtualenv with the pinned versions (constraints.txt)
-	$(BIN)/pip install -q --no-deps -e .
+	@# A shared virtualenv (CI's cache) may point at another checkout: repoint it, else skip.
+	@$(BIN)/python -I -c "import importlib.util as u, sys; s = u.find_spec('followrec'); \
+	sys.exit(s is None or not s.origin.startswith('$(CURDIR)/'))" 2>/dev/null \
+	|| $(BIN)/pip install -q --no-deps -e .
 
 run: install  ## the main job: features + training DAGs under Airflow (embedded), then candidates for user 0
 	$(BIN)/followrec run --run $(RUN) --quiet
