@@ -65,14 +65,18 @@ class Tower(nn.Module):
         batch: dict[str, Any],
         bag_weights: dict[str, torch.Tensor] | None = None,
         tables: dict[str, torch.Tensor] | None = None,
+        pooled: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Concatenated per-feature embeddings (batch x dim * features). `tables` replaces the
-        id tables by the rows a training step touches (its bags' ids then index those rows)."""
+        id tables by the rows a training step touches (its bags' ids then index those rows);
+        `pooled` holds bags already pooled (TwoTower.pool_bags)."""
         parts = []
         for feat in self.features:
             name, kind = feat["name"], feat["kind"]
             value = batch[name]
-            if kind == "categorical":
+            if pooled is not None and name in pooled:
+                parts.append(pooled[name])
+            elif kind == "categorical":
                 parts.append(self.embeddings[name](value))
             elif kind == "dense":
                 parts.append(self.projections[name](value.unsqueeze(1)))
@@ -93,11 +97,21 @@ class Tower(nn.Module):
         batch: dict[str, Any],
         bag_weights: dict[str, torch.Tensor] | None = None,
         tables: dict[str, torch.Tensor] | None = None,
+        pooled: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Unit-length embeddings (batch x output_dim)."""
-        x = self.embed_features(batch, bag_weights, tables)
+        x = self.embed_features(batch, bag_weights, tables, pooled)
         out = self.linear(x) if self.mlp is None else self.linear(x) + self.mlp(x)
         return F.normalize(out.float(), dim=1)
+
+
+def bag_scale(
+    flat: torch.Tensor, n_bags: int, segment: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-id weights that make each bag's sum a weighted mean (empty bags stay zero)."""
+    w = torch.ones(len(flat)) if weights is None else weights
+    totals = torch.zeros(n_bags).index_add_(0, segment, w)
+    return w / totals.clamp(min=1e-9)[segment]
 
 
 def pooled_bag(
@@ -109,10 +123,7 @@ def pooled_bag(
     sparse: bool = False,
 ) -> torch.Tensor:
     """Weighted mean of table rows per bag; empty (or fully dropped) bags give zeros."""
-    n_bags = len(offsets)
-    w = torch.ones(len(flat)) if weights is None else weights
-    totals = torch.zeros(n_bags).index_add_(0, segment, w)
-    scale = w / totals.clamp(min=1e-9)[segment]
+    scale = bag_scale(flat, len(offsets), segment, weights)
     # Sparse gradients touch only the batch's rows: cheaper than dense ones for big tables.
     return F.embedding_bag(
         flat, table, offsets, mode="sum", per_sample_weights=scale, sparse=sparse
@@ -153,6 +164,44 @@ class TwoTower(nn.Module):
             self.interaction = nn.Sequential(
                 nn.Linear(3 * output_dim, 128), nn.ReLU(), nn.Linear(128, 1)
             )
+
+    def pool_bags(
+        self,
+        groups: list[tuple[Tower, dict[str, Any], dict[str, torch.Tensor] | None]],
+        tables: dict[str, torch.Tensor] | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """The id bags of several (tower, batch, bag weights) inputs pooled with one
+        embedding_bag call per id table: one gradient of a table per step instead of one per
+        bag (at 34k accounts ~3 ms of a ~70 ms step). Per group: feature name -> pooled."""
+        by_table: dict[str, list[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        for g, (tower, batch, weights) in enumerate(groups):
+            for feat in tower.features:
+                if feat["kind"] == "id_bag":
+                    flat, offsets, segment = batch[feat["name"]]
+                    w = None if weights is None else weights.get(feat["name"])
+                    scale = bag_scale(flat, len(offsets), segment, w)
+                    by_table.setdefault(feat["ids"], []).append(
+                        (g, feat["name"], flat, offsets, scale)
+                    )
+        out: list[dict[str, torch.Tensor]] = [{} for _ in groups]
+        for ids, bags in by_table.items():
+            table = tables[ids] if tables is not None else self.id_tables[ids].weight
+            sparse = tables is None and self.sparse_ids
+            starts = [0]
+            for _, _, flat, _, _ in bags[:-1]:
+                starts.append(starts[-1] + len(flat))
+            pooled = F.embedding_bag(
+                torch.cat([flat for _, _, flat, _, _ in bags]),
+                table,
+                torch.cat([offsets + start for (_, _, _, offsets, _), start in zip(bags, starts)]),
+                mode="sum",
+                per_sample_weights=torch.cat([scale for _, _, _, _, scale in bags]),
+                sparse=sparse,
+            )
+            parts = torch.split(pooled, [len(offsets) for _, _, _, offsets, _ in bags])
+            for (g, name, _, _, _), part in zip(bags, parts):
+                out[g][name] = part
+        return out
 
     @property
     def inv_temperature(self) -> torch.Tensor:

@@ -585,10 +585,14 @@ def _step_loss(
             batches.append((producer_t.features, nb))
         touched["rows"], tables = touch_rows(model.id_tables, batches)
         touched["leaves"] = tables
+    groups = [(model.consumer, cb, user_weights), (model.producer, pb, item_weights)]
+    if nb is not None:
+        groups.append((model.producer, nb, None))
+    pooled = model.pool_bags(groups, tables)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-        user = model.consumer(cb, user_weights, tables)
-        item = model.producer(pb, item_weights, tables)
-        negatives = None if nb is None else model.producer(nb, None, tables)
+        user = model.consumer(cb, user_weights, tables, pooled[0])
+        item = model.producer(pb, item_weights, tables, pooled[1])
+        negatives = None if nb is None else model.producer(nb, None, tables, pooled[2])
     if tc.objective == "pointwise":
         pick = torch.randint(len(v), (len(v), tc.pointwise_negatives), generator=gen)
         loss = pointwise_logistic(user, item, negatives[pick], model.inv_temperature, model.bias)

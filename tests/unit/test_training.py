@@ -186,3 +186,46 @@ def test_auto_epochs_train_small_graphs_until_min_steps_and_an_explicit_count_is
         progress=False,
     )
     assert len(trained.history) > AUTO_EPOCHS
+
+
+@pytest.mark.parametrize("touched_rows", [False, True])
+def test_bags_pooled_at_once_match_bag_by_bag(tiny, touched_rows):
+    # One embedding_bag call per id table over both towers' bags (and a dropped-id weight)
+    # gives the towers' outputs and the id tables' gradients of pooling bag by bag.
+    from followrec.features.spec import load_spec
+    from followrec.training.id_rows import touch_rows
+    from followrec.training.train import new_model
+
+    ds, split = tiny
+    tables = full_tables(ds, split)
+    trained = new_model(tables, load_spec(None), TrainConfig(), ds.n_accounts)
+    model = trained.model
+    consumer_t, producer_t = trained.tensors(tables)
+    rows = torch.arange(0, 600, 3)
+    cb, pb = consumer_t.batch(rows), producer_t.batch(rows + 1)
+    flat = cb["follows"][0]
+    weights = {"follows": (torch.arange(len(flat)) % 3 != 0).float()}
+    leaves = None
+    if touched_rows:
+        _, leaves = touch_rows(
+            model.id_tables, [(consumer_t.features, cb), (producer_t.features, pb)]
+        )
+    probe = torch.randn(len(rows), model.consumer.linear.out_features)
+
+    def outputs_and_grads(pooled):
+        model.zero_grad(set_to_none=True)
+        for leaf in (leaves or {}).values():
+            leaf.grad = None
+        user = model.consumer(cb, weights, leaves, pooled[0] if pooled else None)
+        item = model.producer(pb, None, leaves, pooled[1] if pooled else None)
+        ((user + item) * probe).sum().backward()
+        grads = leaves if touched_rows else {k: t.weight for k, t in model.id_tables.items()}
+        return user.detach(), item.detach(), {k: v.grad.clone() for k, v in grads.items()}
+
+    user, item, grads = outputs_and_grads(None)
+    pooled = model.pool_bags([(model.consumer, cb, weights), (model.producer, pb, None)], leaves)
+    assert set(pooled[0]) == {"topics", "follows", "recent_follows"}
+    user_at_once, item_at_once, grads_at_once = outputs_and_grads(pooled)
+    assert torch.equal(user, user_at_once) and torch.equal(item, item_at_once)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, grads_at_once[name], atol=1e-6), name
