@@ -63,11 +63,6 @@ class GraphContext:
             self._rank = np.argsort(np.argsort(self.popularity, kind="stable"))
         return self._rank
 
-    @property
-    def popularity_percentile(self) -> np.ndarray:
-        """Per account, its training-popularity percentile in [0, 1)."""
-        return self.popularity_rank / self.n
-
 
 def _rank_lists(ctx: GraphContext, users: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:
     """Serve every user one shared ranked list, minus the user and what they follow."""
