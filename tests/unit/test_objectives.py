@@ -62,6 +62,32 @@ def test_logq_correction_subtracts_log_sampling_probability():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_gradients_match_a_dense_masked_reference():
+    # Temperature, logQ and masking are applied in a fused order; the gradients of users,
+    # items and the temperature must be those of the plain formula.
+    gen = torch.Generator().manual_seed(5)
+    user0, item0 = torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    user_ids, item_ids = torch.arange(6), torch.tensor([20, 21, 22, 22, 23, 24])
+    follows = FollowIndex(torch.tensor([0, 3, 5]), torch.tensor([21, 24, 20]), 30)
+    log_q = torch.log(torch.tensor([0.1, 0.2, 0.05, 0.05, 0.3, 0.3]))
+    grads = []
+    for fused in (True, False):
+        user, item = user0.clone().requires_grad_(), item0.clone().requires_grad_()
+        inv_t = torch.tensor(3.0, requires_grad=True)
+        if fused:
+            loss = in_batch_softmax(user, item, user_ids, item_ids, inv_t, log_q, follows)
+        else:
+            masked = (item_ids.unsqueeze(0) == item_ids.unsqueeze(1)) & ~torch.eye(6).bool()
+            for u, a in ((0, 21), (3, 24), (5, 20)):
+                masked[u] |= (item_ids == a) & (torch.arange(6) != u)
+            logits = (user @ item.T) * inv_t - log_q.unsqueeze(0)
+            loss = F.cross_entropy(logits.masked_fill(masked, float("-inf")), torch.arange(6))
+        loss.backward()
+        grads.append((loss.detach(), user.grad, item.grad, inv_t.grad))
+    for fused, plain in zip(*grads):
+        assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-6)
+
+
 def test_mixed_negatives_add_columns():
     user_ids, item_ids = torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
     extra = torch.tensor([[0.0, -1.0]])
