@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from followrec.core.config import BaselineConfig
 from followrec.core.errors import InputError
-from followrec.core.search import first_k_valid
+from followrec.core.search import first_k_valid, in_sorted
 from followrec.features.transforms import follow_matrix
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,7 @@ def _top_k_sparse(
         np.repeat(np.arange(len(users)), np.diff(followed.indptr)) * np.int64(ctx.n)
         + followed.indices
     )
-    keys = rows * np.int64(ctx.n) + cols
-    at = np.minimum(np.searchsorted(followed_keys, keys), max(len(followed_keys) - 1, 0))
-    is_followed = (followed_keys[at] == keys) if len(followed_keys) else np.zeros_like(keys, bool)
-    allowed = (cols != users[rows]) & ~is_followed
+    allowed = (cols != users[rows]) & ~in_sorted(followed_keys, rows * np.int64(ctx.n) + cols)
     rows, cols, _ = top_k_per_row(
         rows[allowed], cols[allowed], vals[allowed], len(users), k, ctx.popularity_rank
     )

@@ -588,11 +588,13 @@ def _step_loss(
     groups = [(model.consumer, cb, user_weights), (model.producer, pb, item_weights)]
     if nb is not None:
         groups.append((model.producer, nb, None))
+    # Every bag is pooled here (weights and touched rows applied), so the towers take the
+    # pooled bags and never read the id tables themselves.
     pooled = model.pool_bags(groups, tables)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-        user = model.consumer(cb, user_weights, tables, pooled[0])
-        item = model.producer(pb, item_weights, tables, pooled[1])
-        negatives = None if nb is None else model.producer(nb, None, tables, pooled[2])
+        user = model.consumer(cb, pooled=pooled[0])
+        item = model.producer(pb, pooled=pooled[1])
+        negatives = None if nb is None else model.producer(nb, pooled=pooled[2])
     if tc.objective == "pointwise":
         pick = torch.randint(len(v), (len(v), tc.pointwise_negatives), generator=gen)
         loss = pointwise_logistic(user, item, negatives[pick], model.inv_temperature, model.bias)

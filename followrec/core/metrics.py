@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from followrec.core.search import in_sorted
+
 PER_USER = ("recall", "precision", "map", "ndcg", "hit_rate")
 
 
@@ -44,9 +46,7 @@ class Relevance:
         """Boolean (users x K) matrix: recs[i, j] is a holdout follow of users[i]."""
         valid = recs >= 0
         flat = self.users[:, None] * np.int64(self.n_accounts) + np.where(valid, recs, 0)
-        pos = np.searchsorted(self.keys, flat)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        return valid & (self.keys[pos] == flat)
+        return valid & in_sorted(self.keys, flat)
 
 
 def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:

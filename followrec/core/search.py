@@ -33,6 +33,14 @@ def _first_k(valid: np.ndarray, k: int, *arrays: np.ndarray) -> list[np.ndarray]
     return out
 
 
+def in_sorted(keys: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """True where a probe value is in `keys` (sorted, 1-d); `probe` may have any shape."""
+    if not len(keys):
+        return np.zeros(np.shape(probe), dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    return keys[pos] == probe
+
+
 def excluded_mask(cand: np.ndarray, excluded: sp.csr_matrix) -> np.ndarray:
     """True where cand[i, j] is an empty slot or a column of excluded row i (vectorised: one
     sorted key array instead of a Python loop over users)."""
@@ -40,12 +48,7 @@ def excluded_mask(cand: np.ndarray, excluded: sp.csr_matrix) -> np.ndarray:
     excluded = excluded.tocsr()
     excluded.sort_indices()
     keys = np.repeat(np.arange(excluded.shape[0]), np.diff(excluded.indptr)) * n + excluded.indices
-    banned = cand < 0
-    if len(keys):
-        probe = np.arange(len(cand))[:, None] * n + cand
-        pos = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
-        banned |= keys[pos] == probe
-    return banned
+    return (cand < 0) | in_sorted(keys, np.arange(len(cand))[:, None] * n + cand)
 
 
 def search_excluding(

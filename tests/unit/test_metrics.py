@@ -11,6 +11,7 @@ from followrec.core.metrics import (
     per_user_metrics,
     popularity_percentile,
 )
+from followrec.core.search import in_sorted
 
 
 def relevance() -> Relevance:
@@ -25,6 +26,20 @@ RECS = np.array([[1, 9, 2, 8, 7], [-1, -1, -1, -1, -1]])
 def test_hits_match_holdout_and_ignore_padding():
     hits = relevance().hits(RECS)
     assert hits.tolist() == [[True, False, True, False, False], [False] * 5]
+
+
+def test_hits_of_users_without_holdout_follows_are_all_misses():
+    empty = pd.DataFrame({"follower_id": [7], "followee_id": [1]})
+    rel = Relevance.from_holdout(empty, np.array([0, 4]), n_accounts=10)
+    assert not rel.hits(RECS).any()
+
+
+def test_in_sorted_matches_python_membership():
+    keys = np.array([2, 5, 9, 40])
+    probe = np.array([[0, 2, 3], [9, 40, 41]])
+    assert in_sorted(keys, probe).tolist() == [[False, True, False], [True, True, False]]
+    assert in_sorted(keys[:0], probe).shape == (2, 3)
+    assert not in_sorted(keys[:0], probe).any()
 
 
 def test_metrics_at_5_by_hand():
