@@ -6,9 +6,11 @@ recommends the user or an account the user already follows (in training)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from followrec.features.transforms import follow_matrix
 
 log = logging.getLogger(__name__)
 USER_CHUNK = 4096
+CHUNK_THREADS = min(4, os.cpu_count() or 1)
 ROW_FLOOR_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 
@@ -33,7 +36,7 @@ class GraphContext:
     popularity: np.ndarray  # training follower count per account
     segment: np.ndarray  # per account: (language, country) segment code
     progress: bool = True
-    _rank: np.ndarray | None = None
+    _rank: np.ndarray = field(init=False, repr=False)
 
     @classmethod
     def from_train(
@@ -59,9 +62,11 @@ class GraphContext:
     def popularity_rank(self) -> np.ndarray:
         """Per account, its place by training popularity (0 = least, ties by id): the
         tie-breaker of scored sources."""
-        if self._rank is None:
-            self._rank = np.argsort(np.argsort(self.popularity, kind="stable"))
         return self._rank
+
+    def __post_init__(self) -> None:
+        # Built here, not on first use: sources read it from several threads.
+        self._rank = np.argsort(np.argsort(self.popularity, kind="stable"))
 
 
 def _rank_lists(ctx: GraphContext, users: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:
@@ -205,6 +210,16 @@ def _top_k_sparse(
     return out
 
 
+def _chunks(n: int, work: Callable[[int, int], object], desc: str, progress: bool) -> list:
+    """work(lo, hi) over [0, n) in USER_CHUNK blocks, CHUNK_THREADS at a time, results in
+    order. SciPy's sparse products and NumPy's sorts release the GIL, so blocks overlap on
+    several cores; peak memory is that many blocks' score matrices."""
+    starts = range(0, n, USER_CHUNK)
+    with ThreadPoolExecutor(CHUNK_THREADS) as pool:
+        done = pool.map(lambda lo: work(lo, min(lo + USER_CHUNK, n)), starts)
+        return list(tqdm(done, total=len(starts), desc=desc, disable=not progress, leave=False))
+
+
 def _chunked(
     ctx: GraphContext,
     users: np.ndarray,
@@ -212,12 +227,13 @@ def _chunked(
     desc: str,
     score: Callable[[np.ndarray], sp.csr_matrix],
 ) -> np.ndarray:
-    out = np.empty((len(users), k), dtype=np.int64)
-    starts = range(0, len(users), USER_CHUNK)
-    for lo in tqdm(starts, desc=desc, disable=not ctx.progress, leave=False):
-        u = users[lo : lo + USER_CHUNK]
-        out[lo : lo + len(u)] = _top_k_sparse(ctx, u, score(u), k)
-    return out
+    parts = _chunks(
+        len(users),
+        lambda lo, hi: _top_k_sparse(ctx, users[lo:hi], score(users[lo:hi]), k),
+        desc,
+        ctx.progress,
+    )
+    return np.concatenate(parts) if parts else np.empty((0, k), dtype=np.int64)
 
 
 def friends_of_friends(
@@ -232,16 +248,16 @@ def cofollow_similarity(ctx: GraphContext, neighbours: int) -> sp.csr_matrix:
     """Item-item cosine over followers, pruned to the top `neighbours` per account."""
     by_account = ctx.follows.T.tocsr()  # account x follower
     norm = np.sqrt(np.maximum(ctx.popularity, 1)).astype(np.float32)
-    parts = []
-    for lo in range(0, ctx.n, USER_CHUNK):
-        hi = min(lo + USER_CHUNK, ctx.n)
-        block = (by_account[lo:hi] @ ctx.follows).tocoo()  # account x account co-follows
-        keep = block.row + lo != block.col
-        r, c, v = block.row[keep], block.col[keep].astype(np.int64), block.data[keep]
+
+    def block(lo: int, hi: int) -> sp.csr_matrix:
+        co = (by_account[lo:hi] @ ctx.follows).tocoo()  # account x account co-follows
+        keep = co.row + lo != co.col
+        r, c, v = co.row[keep], co.col[keep].astype(np.int64), co.data[keep]
         v = v / (norm[r + lo] * norm[c])
         r, c, v = top_k_per_row(r, c, v, hi - lo, neighbours, ctx.popularity_rank)
-        parts.append(sp.csr_matrix((v, (r, c)), shape=(hi - lo, ctx.n)))
-    return sp.vstack(parts).tocsr()
+        return sp.csr_matrix((v, (r, c)), shape=(hi - lo, ctx.n))
+
+    return sp.vstack(_chunks(ctx.n, block, "co-follow similarity", ctx.progress)).tocsr()
 
 
 def cofollow_cf(ctx: GraphContext, users: np.ndarray, k: int, cfg: BaselineConfig) -> np.ndarray:

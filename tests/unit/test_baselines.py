@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from followrec.core.config import BaselineConfig
+from followrec.evaluation import baselines
 from followrec.evaluation.baselines import (
     GraphContext,
     als,
@@ -85,6 +86,27 @@ def test_cofollow_cf_scores_by_summed_similarity():
     scores[[3, 4, 5]] = 0
     expected = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0][:3]
     assert cofollow_cf(ctx, user, 3, CFG)[0][: len(expected)].tolist() == expected
+
+
+def test_blocks_on_threads_give_the_one_block_results(monkeypatch):
+    # Many small blocks, two at a time, must give what one block on one thread gives.
+    rng = np.random.default_rng(4)
+    edges = sorted({(int(a), int(b)) for a, b in rng.integers(0, 60, (400, 2)) if a != b})
+    ctx = context(edges, n=60)
+    users = np.arange(60)
+    results = []
+    for block, threads in ((1000, 1), (7, 2)):
+        monkeypatch.setattr(baselines, "USER_CHUNK", block)
+        monkeypatch.setattr(baselines, "CHUNK_THREADS", threads)
+        results.append(
+            (
+                friends_of_friends(ctx, users, 10, CFG),
+                cofollow_similarity(ctx, 5).toarray(),
+                cofollow_cf(ctx, users, 10, CFG),
+            )
+        )
+    for one, many in zip(*results):
+        assert np.array_equal(one, many)
 
 
 def test_als_returns_k_distinct_unfollowed_accounts():
