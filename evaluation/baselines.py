@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from followrec.core.config import BaselineConfig
 from followrec.core.errors import InputError
-from followrec.core.search import first_k_valid, in_sorted
+from followrec.core.search import first_k_valid, in_csr
 from followrec.features.transforms import follow_matrix
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,7 @@ def _top_k_sparse(
     need = k + np.diff(followed.indptr) + 1
     keep = vals >= _row_floor(rows, vals, len(users), need)[rows]
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    # Exclusions by lookup in the chunk's sorted (row, followed account) keys.
-    followed_keys = np.sort(
-        np.repeat(np.arange(len(users)), np.diff(followed.indptr)) * np.int64(ctx.n)
-        + followed.indices
-    )
-    allowed = (cols != users[rows]) & ~in_sorted(followed_keys, rows * np.int64(ctx.n) + cols)
+    allowed = (cols != users[rows]) & ~in_csr(followed, rows, cols)
     rows, cols, _ = top_k_per_row(
         rows[allowed], cols[allowed], vals[allowed], len(users), k, ctx.popularity_rank
     )

@@ -41,14 +41,20 @@ def in_sorted(keys: np.ndarray, probe: np.ndarray) -> np.ndarray:
     return keys[pos] == probe
 
 
+def in_csr(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """True where (rows, cols) is a stored entry of `matrix` (shapes broadcast): one sorted
+    key array of the stored entries instead of a Python loop over rows."""
+    matrix = matrix.tocsr()
+    if not matrix.has_sorted_indices:
+        matrix = matrix.sorted_indices()
+    n = np.int64(max(matrix.shape[1], int(np.max(cols, initial=0)) + 1))
+    keys = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr)) * n + matrix.indices
+    return in_sorted(keys, rows * n + cols)
+
+
 def excluded_mask(cand: np.ndarray, excluded: sp.csr_matrix) -> np.ndarray:
-    """True where cand[i, j] is an empty slot or a column of excluded row i (vectorised: one
-    sorted key array instead of a Python loop over users)."""
-    n = np.int64(max(excluded.shape[1], int(cand.max(initial=0)) + 1))
-    excluded = excluded.tocsr()
-    excluded.sort_indices()
-    keys = np.repeat(np.arange(excluded.shape[0]), np.diff(excluded.indptr)) * n + excluded.indices
-    return (cand < 0) | in_sorted(keys, np.arange(len(cand))[:, None] * n + cand)
+    """True where cand[i, j] is an empty slot or a column of excluded row i."""
+    return (cand < 0) | in_csr(excluded, np.arange(len(cand))[:, None], cand)
 
 
 def search_excluding(
