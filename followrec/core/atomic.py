@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from followrec.core.faults import crash_point
 
@@ -35,12 +36,21 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Replace a file's content in one rename."""
+    with atomic_file(path) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file beside `path` to write; when the block succeeds it replaces
+    `path` in one rename, when it fails it is removed. Writers stream into it, so a large
+    file is never held whole in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+            yield fh
         crash_point()
         os.replace(tmp, path)
     except BaseException:

@@ -1,6 +1,9 @@
-"""publish_snapshot: staged folders published together through one link swap."""
+"""publish_snapshot: staged folders published together through one link swap; files
+streamed into place in one rename."""
 
-from followrec.core.atomic import publish_snapshot
+import pytest
+
+from followrec.core.atomic import atomic_file, publish_snapshot
 
 
 def stage(root, text):
@@ -33,3 +36,18 @@ def test_a_run_folder_from_before_snapshots_moves_to_links(tmp_path):
     publish_snapshot(tmp_path / "staged", tmp_path, ("raw", "features"))
     assert (tmp_path / "features").is_symlink()
     assert (tmp_path / "features" / "table.txt").read_text() == "features new"
+
+
+def test_a_streamed_file_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(target) as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left
+    with atomic_file(target) as fh:
+        fh.write(b"new, ")
+        fh.write(b"in two writes")
+    assert target.read_bytes() == b"new, in two writes"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
