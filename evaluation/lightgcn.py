@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from followrec.core.config import BaselineConfig
-from followrec.core.search import exclusions, search_excluding
+from followrec.core.search import exclusions, search_excluding, sorted_unique
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 2048  # users scored at a time (chunk x accounts floats)
@@ -89,7 +89,7 @@ def _split_validation(
     shape = follows.shape
     val = sp.csr_matrix((coo.data[pick], (coo.row[pick], coo.col[pick])), shape=shape)
     fit = sp.csr_matrix((coo.data[~pick], (coo.row[~pick], coo.col[~pick])), shape=shape)
-    val_users = np.unique(coo.row[pick])
+    val_users = sorted_unique(coo.row[pick])
     return fit, val, val_users
 
 

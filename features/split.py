@@ -10,6 +10,7 @@ import pandas as pd
 
 from followrec.core.config import SplitConfig
 from followrec.core.errors import InputError
+from followrec.core.search import sorted_unique
 from followrec.features.contract import Dataset
 
 
@@ -27,7 +28,7 @@ class Split:
 
     def eval_users(self) -> np.ndarray:
         """Users with at least one holdout follow, sorted."""
-        return np.unique(self.holdout["follower_id"].to_numpy())
+        return sorted_unique(self.holdout["follower_id"].to_numpy())
 
     def summary(self) -> dict[str, Any]:
         """Counts for the report."""

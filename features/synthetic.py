@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from followrec.core.config import SyntheticConfig, require
+from followrec.core.search import sorted_unique
 from followrec.features.bags import csr_to_bag
 from followrec.features.contract import Dataset, validate_contract
 from followrec.features.loaders import _finish_follows
@@ -72,7 +73,7 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> Dataset:
     extra = (primary[extra_owner] + rng.integers(-3, 4, size=len(extra_owner))) % k
     owner = np.concatenate([np.arange(n), extra_owner])
     topic_ids = np.concatenate([primary, extra])
-    pairs = np.unique(owner * np.int64(k) + topic_ids)
+    pairs = sorted_unique(owner * np.int64(k) + topic_ids)
     t_owner, t_ids = pairs // k, pairs % k
     t_ptr = np.concatenate([[0], np.cumsum(np.bincount(t_owner, minlength=n))])
     popularity = rng.pareto(cfg.popularity_exponent, size=n) + 1.0

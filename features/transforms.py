@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from followrec.core.config import FeatureConfig
+from followrec.core.search import sorted_unique
 from followrec.features.bags import bag_to_csr, csr_to_bag, group_to_bag
 from followrec.features.graph import row_top_k, spectral_embedding, truncated_rows, two_hop_bags
 
@@ -257,7 +258,7 @@ def _engagement_stats(engagements: pd.DataFrame | None, n: int) -> pd.DataFrame:
         )
     user = engagements["user_id"].to_numpy()
     out = {"engagement_count": np.bincount(user, minlength=n).astype(np.int64)}
-    pairs = np.unique(user * np.int64(n) + engagements["account_id"].to_numpy())
+    pairs = sorted_unique(user * np.int64(n) + engagements["account_id"].to_numpy())
     out["engaged_accounts"] = np.bincount(pairs // n, minlength=n).astype(np.int64)
     kinds = engagements["kind"].astype(str)
     for kind in sorted(kinds.unique()):

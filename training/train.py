@@ -22,7 +22,7 @@ from followrec.core.atomic import atomic_file
 from followrec.core.config import Config, SplitConfig, TrainConfig, require
 from followrec.core.errors import InputError
 from followrec.core.metrics import mean_recall
-from followrec.core.search import exclusions, search_excluding
+from followrec.core.search import exclusions, search_excluding, sorted_unique
 from followrec.features.contract import Dataset
 from followrec.features.spec import TowerSpec, build_schema, load_spec
 from followrec.features.split import Split, per_user_holdout
@@ -271,7 +271,7 @@ def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
         if tc.logq_correction
         else None
     )
-    val_users_all = np.unique(val["follower_id"].to_numpy())
+    val_users_all = sorted_unique(val["follower_id"].to_numpy())
     rng = np.random.default_rng(tc.seed)
     val_users = np.sort(
         rng.choice(val_users_all, size=min(tc.validation_users, len(val_users_all)), replace=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from followrec.core.search import in_sorted
+from followrec.core.search import in_sorted, sorted_unique
 
 PER_USER = ("recall", "precision", "map", "ndcg", "hit_rate")
 
@@ -38,7 +38,7 @@ class Relevance:
         hu = holdout["follower_id"].to_numpy()
         hv = holdout["followee_id"].to_numpy()
         mask = np.isin(hu, users)
-        keys = np.unique(hu[mask] * np.int64(n_accounts) + hv[mask])
+        keys = sorted_unique(hu[mask] * np.int64(n_accounts) + hv[mask])
         counts = np.bincount(keys // n_accounts, minlength=n_accounts)[users]
         return cls(users=users, n_relevant=counts, keys=keys, n_accounts=n_accounts)
 

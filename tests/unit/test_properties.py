@@ -1,5 +1,5 @@
-"""Property-based tests (hypothesis): the edge-list loader on any graph and any text, the
-exclusion-aware searches (batch and the service's one query) against brute force, and the
+"""Property-based tests (hypothesis): the edge-list loader on any graph and any text,
+sorted_unique against np.unique, the exclusion-aware searches (batch and the service's one query) against brute force, and the
 HTTP request models on any JSON."""
 
 from __future__ import annotations
@@ -12,13 +12,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from followrec.core.errors import InputError
-from followrec.core.search import exclusions, search_excluding
+from followrec.core.search import exclusions, search_excluding, sorted_unique
 from followrec.features.loaders import load_edgelist
 from followrec.serving.app import MAX_EXCERPT, Event, Profile, excerpt
 from followrec.serving.candidates import AccountRows, search_one_excluding
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 edges = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=60)
+
+
+@FAST
+@given(values=st.lists(st.integers(-(2**62), 2**62) | st.integers(0, 5), max_size=50))
+def test_sorted_unique_is_np_unique(values):
+    array = np.array(values, dtype=np.int64)
+    found = sorted_unique(array)
+    assert found.dtype == np.int64
+    np.testing.assert_array_equal(found, np.unique(array))
 
 
 @FAST
