@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): the edge-list loader on any graph and any text,
-sorted_unique against np.unique, the exclusion-aware searches (batch and the service's one query) against brute force, and the
-HTTP request models on any JSON."""
+sorted_unique against np.unique, the exclusion-aware searches (batch and the service's one
+query) against brute force, and the HTTP request models on any JSON."""
 
 from __future__ import annotations
 
