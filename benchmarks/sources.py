@@ -39,7 +39,7 @@ def measure(reps: int, k: int) -> tuple[dict[str, dict[str, list[float]]], int, 
     ctx = baselines.GraphContext.from_train(
         split.train, ds.n_accounts, segments(ds), progress=False
     )
-    users = np.unique(split.holdout["follower_id"].to_numpy())
+    users = split.eval_users()
     threads = baselines.CHUNK_THREADS
     seconds: dict[str, dict[str, list[float]]] = {
         f"{n} thread{'s' if n > 1 else ''}": {s: [] for s in SOURCES} for n in (1, threads)

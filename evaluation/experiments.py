@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from followrec.core.atomic import atomic_write
+from followrec.core.atomic import atomic_file
 from followrec.core.config import Config
 from followrec.evaluation.exposures import Experiment, ExperimentStore
 
@@ -410,8 +409,6 @@ def write_blend_table(cfg: Config, run_dir: Path, k: int, progress: bool = True)
     blend_cfg = dataclasses.replace(cfg.baselines, sources=("blend",))
     lists = run_sources(ctx, users, k, blend_cfg)["blend"][0].astype(np.int64)
     path = Path(run_dir) / "experiments" / BLEND_FILE
-    buffer = io.BytesIO()
-    np.save(buffer, lists)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
+    with atomic_file(path) as fh:  # streamed: accounts x k ids, 800 MB at 1M accounts
+        np.save(fh, lists)
     return path

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from followrec.core.atomic import atomic_write
+from followrec.core.atomic import atomic_file
 
 
 def save_figure(fig: Any, path: Path) -> Path:
     """Write a figure as PNG in one rename and close it."""
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    with atomic_file(path) as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
-    atomic_write(path, buffer.getvalue())
     return path
 
 
