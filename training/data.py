@@ -50,12 +50,13 @@ class Bag:
 
     def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(flat ids, per-row offsets, row index of each id) for a batch of rows."""
-        starts = self.offsets[rows]
-        lengths = self.offsets[rows + 1] - starts
+        # index_select, not x[i]: advanced indexing is several times slower on CPU.
+        starts = self.offsets.index_select(0, rows)
+        lengths = self.offsets.index_select(0, rows + 1) - starts
         batch_offsets = torch.cumsum(lengths, 0) - lengths
         segment = torch.repeat_interleave(torch.arange(len(rows)), lengths)
-        flat = starts[segment] + torch.arange(int(lengths.sum())) - batch_offsets[segment]
-        return self.values[flat], batch_offsets, segment
+        flat = (starts - batch_offsets).index_select(0, segment) + torch.arange(len(segment))
+        return self.values.index_select(0, flat), batch_offsets, segment
 
 
 def dense_values(column: pd.Series | np.ndarray, transform: str | None) -> np.ndarray:
@@ -95,7 +96,9 @@ class TowerTensors:
         """The inputs of `rows`: tensors sliced, bags gathered."""
         out: dict[str, Any] = {}
         for name, value in self.tensors.items():
-            out[name] = value.gather(rows) if isinstance(value, Bag) else value[rows]
+            out[name] = (
+                value.gather(rows) if isinstance(value, Bag) else value.index_select(0, rows)
+            )
         return out
 
 

@@ -27,11 +27,12 @@ class FollowIndex:
 
     def rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row index into `users`, followed account) for every follow of the given users."""
-        starts = self.offsets[users]
-        lengths = self.offsets[users + 1] - starts
+        starts = self.offsets.index_select(0, users)
+        lengths = self.offsets.index_select(0, users + 1) - starts
         segment = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[segment]
-        return segment, self.accounts[starts[segment] + within]
+        first = starts - (torch.cumsum(lengths, 0) - lengths)  # of each row, less its offset
+        flat = first.index_select(0, segment) + torch.arange(len(segment))
+        return segment, self.accounts.index_select(0, flat)
 
     def csr(self) -> sp.csr_matrix:
         """The follows as a users x accounts SciPy CSR matrix."""
@@ -49,7 +50,7 @@ class FollowIndex:
         if self._slot is None:  # reused: filling an n-sized table every step costs more
             self._slot = torch.full((self.n,), -1, dtype=torch.long)
         self._slot[columns.unique] = torch.arange(len(columns.unique))
-        distinct = self._slot[followed]
+        distinct = self._slot.index_select(0, followed)
         self._slot[columns.unique] = -1
         hit = distinct >= 0
         return columns.expand(segment[hit], distinct[hit])

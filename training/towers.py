@@ -101,8 +101,20 @@ class Tower(nn.Module):
     ) -> torch.Tensor:
         """Unit-length embeddings (batch x output_dim)."""
         x = self.embed_features(batch, bag_weights, tables, pooled)
-        out = self.linear(x) if self.mlp is None else self.linear(x) + self.mlp(x)
-        return F.normalize(out.float(), dim=1)
+        if self.mlp is None:
+            return F.normalize(self.linear(x).float(), dim=1)
+        # The linear path and the MLP's first layer read the same input: one matmul for
+        # both, forward and backward, instead of two narrower ones.
+        first = self.mlp[0]
+        both = F.linear(
+            x,
+            torch.cat([self.linear.weight, first.weight]),
+            torch.cat([self.linear.bias, first.bias]),
+        )
+        out, hidden = both.split([self.linear.out_features, first.out_features], dim=1)
+        for layer in list(self.mlp)[1:]:
+            hidden = layer(hidden)
+        return F.normalize((out + hidden).float(), dim=1)
 
 
 def bag_scale(

@@ -416,7 +416,7 @@ def _epoch(
             break
         lo = (step * world + rank) * tc.batch_size
         idx = perm[lo : lo + tc.batch_size]
-        u, v = data.users[idx], data.items[idx]
+        u, v = data.users.index_select(0, idx), data.items.index_select(0, idx)
         touched: dict[str, Any] | None = {} if optimizer.rows is not None else None
         loss = step_module(
             consumer_t, producer_t, u, v, data.follows, data.log_q, data.neg_p, tc, gen, touched
@@ -527,7 +527,7 @@ def _history_weights(
         if name not in batch:
             continue
         flat, _, segment = batch[name]
-        keep = (flat != targets[segment]) & ~drop_user[segment]
+        keep = (flat != targets.index_select(0, segment)) & ~drop_user.index_select(0, segment)
         if tc.item_dropout > 0:
             keep &= torch.rand(len(flat), generator=gen) >= tc.item_dropout
         weights[name] = keep.float()
@@ -544,7 +544,7 @@ def _producer_weights(
     for name in FOLLOWER_BAGS:
         if name in batch:
             flat, _, segment = batch[name]
-            weights[name] = (flat != users[segment]).float()
+            weights[name] = (flat != users.index_select(0, segment)).float()
     if tc.new_account_dropout > 0 and OWN_ID in batch:
         flat, _, _ = batch[OWN_ID]
         weights[OWN_ID] = (torch.rand(len(flat), generator=gen) >= tc.new_account_dropout).float()

@@ -229,3 +229,33 @@ def test_bags_pooled_at_once_match_bag_by_bag(tiny, touched_rows):
     assert torch.equal(user, user_at_once) and torch.equal(item, item_at_once)
     for name, grad in grads.items():
         assert torch.allclose(grad, grads_at_once[name], atol=1e-6), name
+
+
+def test_one_matmul_for_the_linear_path_and_the_first_layer_matches_two(tiny):
+    # The tower runs its linear path and the MLP's first layer as one matmul; outputs and
+    # gradients are those of linear(x) + mlp(x).
+    from followrec.features.spec import load_spec
+    from followrec.training.train import new_model
+
+    ds, split = tiny
+    tables = full_tables(ds, split)
+    trained = new_model(tables, load_spec(None), TrainConfig(hidden=(32, 16)), ds.n_accounts)
+    tower = trained.model.producer
+    batch = trained.tensors(tables)[1].batch(torch.arange(0, 400, 2))
+    probe = torch.randn(200, tower.linear.out_features)
+
+    def output_and_grads(forward):
+        tower.zero_grad(set_to_none=True)
+        out = forward()
+        (out * probe).sum().backward()
+        return out.detach(), [p.grad.clone() for p in (tower.linear.weight, tower.mlp[0].weight)]
+
+    def two_matmuls():
+        x = tower.embed_features(batch)
+        return torch.nn.functional.normalize(tower.linear(x) + tower.mlp(x), dim=1)
+
+    fused, fused_grads = output_and_grads(lambda: tower(batch))
+    plain, plain_grads = output_and_grads(two_matmuls)
+    assert torch.allclose(fused, plain, atol=1e-6)
+    for ours, theirs in zip(fused_grads, plain_grads):
+        assert torch.allclose(ours, theirs, atol=1e-6)
