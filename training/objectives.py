@@ -13,6 +13,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from followrec.training.data import Bag
+
 
 class FollowIndex:
     """Each user's training follows as CSR tensors, for masking without per-row Python."""
@@ -27,12 +29,8 @@ class FollowIndex:
 
     def rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row index into `users`, followed account) for every follow of the given users."""
-        starts = self.offsets.index_select(0, users)
-        lengths = self.offsets.index_select(0, users + 1) - starts
-        segment = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        first = starts - (torch.cumsum(lengths, 0) - lengths)  # of each row, less its offset
-        flat = first.index_select(0, segment) + torch.arange(len(segment))
-        return segment, self.accounts.index_select(0, flat)
+        accounts, _, segment = Bag(self.accounts, self.offsets).gather(users)
+        return segment, accounts
 
     def csr(self) -> sp.csr_matrix:
         """The follows as a users x accounts SciPy CSR matrix."""
