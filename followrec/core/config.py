@@ -112,7 +112,8 @@ class TrainConfig:
     hidden: tuple[int, ...] = (256,)
     output_dim: int = 64
     # None (auto): at least 8 epochs, and on small graphs (few steps per epoch) on until
-    # min_steps steps; a number: exactly that many epochs. Early stopping applies to both.
+    # min_steps steps; a number: exactly that many epochs. Early stopping applies to both,
+    # under auto epochs only once min_steps steps are taken.
     epochs: int | None = None
     min_steps: int = 3000
     batch_size: int = 1024

@@ -188,6 +188,28 @@ def test_auto_epochs_train_small_graphs_until_min_steps_and_an_explicit_count_is
     assert len(trained.history) > AUTO_EPOCHS
 
 
+def test_patience_waits_for_min_steps_under_auto_epochs_but_not_under_a_count(tiny, monkeypatch):
+    # A scripted validation curve that rises once and then stays flat: an explicit epoch count
+    # stops after patience flat epochs, auto epochs train on to min_steps first.
+    import followrec.training.train as train_module
+
+    curve = iter([0.30] + [0.29] * 500)
+    monkeypatch.setattr(train_module, "mean_recall", lambda *args: next(curve))
+    ds, split = tiny
+    counted = train_two_tower(
+        ds, split, small_config(epochs=15, patience=2, batch_size=4096), progress=False
+    )
+    assert len(counted.history) == 3  # the best epoch and two flat ones
+
+    def auto_epochs_run(patience):
+        nonlocal curve
+        curve = iter([0.30] + [0.29] * 500)
+        config = small_config(epochs=None, min_steps=40, patience=patience, batch_size=4096)
+        return len(train_two_tower(ds, split, config, progress=False).history)
+
+    assert auto_epochs_run(2) == auto_epochs_run(99) > train_module.AUTO_EPOCHS
+
+
 @pytest.mark.parametrize("touched_rows", [False, True])
 def test_bags_pooled_at_once_match_bag_by_bag(tiny, touched_rows):
     # One embedding_bag call per id table over both towers' bags (and a dropped-id weight)
