@@ -200,10 +200,7 @@ def train_two_tower(
     check_train_config(tc)
     with torch_settings(tc.threads, tc.seed):
         spec = spec or load_spec(tc.spec)
-        val_mask = per_user_holdout(
-            split.train,
-            SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
-        )
+        val_mask = validation_holdout(split.train, tc)
         fit, val = split.train[~val_mask], split.train[val_mask]
         tables = build_features(
             ds.accounts, fit, split.train_engagements, cfg.features, ds.feature_kinds
@@ -220,6 +217,22 @@ def train_two_tower(
             }
         )
         return _fit(trained, tables, data, tc, fingerprint, checkpoint, progress, on_epoch)
+
+
+def validation_holdout(follows: Any, tc: TrainConfig) -> np.ndarray:
+    """Mask of the training follows held back for early stopping: tc.validation_fraction of
+    the follows of tc.validation_users seeded users. Only those users are read, so the
+    other users' follows all train (on the Twitch union that is 88% of what was held back)."""
+    held = per_user_holdout(
+        follows,
+        SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
+    )
+    users = follows["follower_id"].to_numpy()
+    candidates = sorted_unique(users[held])
+    chosen = np.random.default_rng(tc.seed).choice(
+        candidates, size=min(tc.validation_users, len(candidates)), replace=False
+    )
+    return held & np.isin(users, chosen)
 
 
 def new_model(tables: FeatureTables, spec: TowerSpec, tc: TrainConfig, n: int) -> TrainedModel:

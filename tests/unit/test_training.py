@@ -188,6 +188,26 @@ def test_auto_epochs_train_small_graphs_until_min_steps_and_an_explicit_count_is
     assert len(trained.history) > AUTO_EPOCHS
 
 
+def test_validation_holds_back_follows_only_of_the_users_it_reads(tiny):
+    from followrec.training.train import validation_holdout
+
+    ds, split = tiny
+    follows = split.train
+    tc = TrainConfig(validation_users=200, validation_fraction=0.2)
+    mask = validation_holdout(follows, tc)
+    users = follows["follower_id"].to_numpy()
+    held_users = np.unique(users[mask])
+    assert len(held_users) == 200  # 1,500 accounts: more users than that have 2+ follows
+    # Each of them keeps ~80% of its follows for training; nobody else gives any up.
+    per_user = follows[np.isin(users, held_users)].groupby("follower_id").size()
+    held = follows[mask].groupby("follower_id").size()
+    assert ((held / per_user).between(0.1, 0.5)).all()
+    assert (held < per_user).all()
+    assert np.array_equal(mask, validation_holdout(follows, tc))  # seeded
+    other = validation_holdout(follows, dataclasses.replace(tc, seed=tc.seed + 1))
+    assert not np.array_equal(mask, other)
+
+
 def test_patience_waits_for_min_steps_under_auto_epochs_but_not_under_a_count(tiny, monkeypatch):
     # A scripted validation curve that rises once and then stays flat: an explicit epoch count
     # stops after patience flat epochs, auto epochs train on to min_steps first.
