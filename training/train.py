@@ -222,7 +222,7 @@ def train_two_tower(
 def validation_holdout(follows: Any, tc: TrainConfig) -> np.ndarray:
     """Mask of the training follows held back for early stopping: tc.validation_fraction of
     the follows of tc.validation_users seeded users. Only those users are read, so the
-    other users' follows all train (on the Twitch union that is 88% of what was held back)."""
+    other users' follows all train (on the Twitch union 90% of what was held back)."""
     held = per_user_holdout(
         follows,
         SplitConfig(holdout_fraction=tc.validation_fraction, seed=tc.seed, min_user_follows=2),
