@@ -159,15 +159,17 @@ def main() -> None:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             # The first pair is the reference; comparing it with itself would only read its
             # tables twice (at 1M accounts, seconds of list-column comparisons).
-            reference = outs[0] if outs else None
-            row["training_set_differs"] = [
-                f"{t.removesuffix('.pkl')}.{c}"
-                for t in (TABLES if reference else ())
-                for c in differing_columns(reference / t, out / t)
-            ]
-            row["online_rows_differ"] = (
-                differing_columns(reference / "online.pkl", out / "online.pkl") if reference else []
-            )
+            row["training_set_differs"], row["online_rows_differ"] = [], []
+            if outs:
+                reference = outs[0]
+                row["training_set_differs"] = [
+                    f"{t.removesuffix('.pkl')}.{c}"
+                    for t in TABLES
+                    for c in differing_columns(reference / t, out / t)
+                ]
+                row["online_rows_differ"] = differing_columns(
+                    reference / "online.pkl", out / "online.pkl"
+                )
             rows[f"{offline} + {online}"] = {"offline": offline, "online": online, **row}
             outs.append(out)
     manifest = json.loads((run / "features" / "manifest.json").read_text())

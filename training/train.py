@@ -90,6 +90,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.item_dropout": 0 <= cfg.item_dropout < 1,
         "train.new_account_dropout": 0 <= cfg.new_account_dropout < 1,
         "train.validation_fraction": 0 < cfg.validation_fraction < 1,
+        "train.validation_users": cfg.validation_users >= 1,
         "train.mixed_negatives": cfg.mixed_negatives >= 0,
         "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
         "train.sparse_ids": cfg.sparse_ids in ID_UPDATES,
@@ -273,7 +274,7 @@ def new_model(tables: FeatureTables, spec: TowerSpec, tc: TrainConfig, n: int) -
 
 
 def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
-    """Tensors of the fit follows, the negatives' distribution and a validation sample."""
+    """Tensors of the fit follows, the negatives' distribution and the validation users."""
     users = torch.from_numpy(fit["follower_id"].to_numpy())
     items = torch.from_numpy(fit["followee_id"].to_numpy())
     counts = torch.bincount(items, minlength=n)
@@ -284,11 +285,8 @@ def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
         if tc.logq_correction
         else None
     )
-    val_users_all = sorted_unique(val["follower_id"].to_numpy())
-    rng = np.random.default_rng(tc.seed)
-    val_users = np.sort(
-        rng.choice(val_users_all, size=min(tc.validation_users, len(val_users_all)), replace=False)
-    )
+    # validation_holdout already chose which users validation reads: every user of `val`.
+    val_users = sorted_unique(val["follower_id"].to_numpy())
     return FitData(users, items, FollowIndex(users, items, n), neg_p, log_q, val, val_users)
 
 

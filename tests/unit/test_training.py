@@ -208,6 +208,14 @@ def test_validation_holds_back_follows_only_of_the_users_it_reads(tiny):
     assert not np.array_equal(mask, other)
 
 
+@pytest.mark.parametrize("users", [0, -5])
+def test_validation_users_below_one_is_refused_naming_the_setting(tiny, users):
+    ds, split = tiny
+    with pytest.raises(InputError, match="train.validation_users") as error:
+        train_two_tower(ds, split, small_config(validation_users=users), progress=False)
+    assert error.value.value == users
+
+
 def test_patience_waits_for_min_steps_under_auto_epochs_but_not_under_a_count(tiny, monkeypatch):
     # A scripted validation curve that rises once and then stays flat: an explicit epoch count
     # stops after patience flat epochs, auto epochs train on to min_steps first.
