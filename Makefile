@@ -53,8 +53,9 @@ deploy: install  ## the production topology here (root): Celery workers + servin
 undeploy: install  ## stop it and remove its namespaces (PURGE=1 also drops its databases)
 	$(BIN)/followrec deploy down --run runs/deploy $(if $(PURGE),--purge,)
 
-test: install  ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest --durations=25
+TEST_WORKERS ?= 2
+test: install  ## run the whole test suite (what CI runs), whole files on TEST_WORKERS processes
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 browser:  ## Debian's chromium and chromedriver for the browser tests (apt; root or sudo)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \

@@ -26,7 +26,8 @@ from followrec.registry.aliases import CHAMPION, alias_version
 from followrec.registry.tracking import registry_client
 from followrec.step_names import ALL_STEPS
 
-pytestmark = pytest.mark.slow
+# Alone ~4-8 min on 2 cores; beside another test worker (make test) up to twice that.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 MAX_POINTS = 12  # crash points per task, at most (a task with more fails the test)
 
 

@@ -19,7 +19,14 @@ from mlflow import MlflowClient
 from followrec import deploy
 from followrec.cli import main
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.netns]
+# ~5-7 min alone; beside another test worker (make test) up to twice that.
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.rabbitmq,
+    pytest.mark.netns,
+    pytest.mark.timeout(1200),
+]
 
 
 class Airflow:
