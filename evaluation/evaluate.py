@@ -197,6 +197,9 @@ def train_variant(
         tracker.log_metrics(
             {"train_seconds": trained.seconds, "examples_per_second": trained.examples_per_second}
         )
+        if trained.refit is not None:
+            refit = {f"refit_{k}": v for k, v in trained.refit.items() if v is not None}
+            tracker.log_metrics(refit)
         tracker.set_tags({"schema_hash": trained.schema["hash"], "variant": variant})
     return {
         "run_id": run_id,
@@ -205,6 +208,7 @@ def train_variant(
         "seconds": round(trained.seconds, 1),
         "examples_per_second": round(trained.examples_per_second),
         "schema_hash": trained.schema["hash"],
+        "refit": trained.refit,
     }
 
 
@@ -320,7 +324,8 @@ def evaluate(
             "sources": scored["sources"],
             "training": {
                 v: {
-                    k: info[k] for k in ("history", "seconds", "examples_per_second", "schema_hash")
+                    k: info.get(k)
+                    for k in ("history", "seconds", "examples_per_second", "schema_hash", "refit")
                 }
                 for v, info in trained["variants"].items()
             },

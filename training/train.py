@@ -64,6 +64,7 @@ class TrainedModel:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0  # the whole fit: steps, validation and checkpoints
     examples_per_second: float = 0.0  # training steps only
+    refit: dict[str, Any] | None = None  # the fit on every training follow (see _refit)
 
     def tensors(self, tables: FeatureTables) -> tuple[TowerTensors, TowerTensors]:
         """Consumer and producer tensors for feature tables, with the fitted statistics."""
@@ -91,6 +92,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.new_account_dropout": 0 <= cfg.new_account_dropout < 1,
         "train.validation_fraction": 0 < cfg.validation_fraction < 1,
         "train.validation_users": cfg.validation_users >= 1,
+        "train.refit_above": cfg.refit_above >= 0,
         "train.mixed_negatives": cfg.mixed_negatives >= 0,
         "train.pointwise_negatives": cfg.pointwise_negatives >= 1,
         "train.sparse_ids": cfg.sparse_ids in ID_UPDATES,
@@ -217,7 +219,50 @@ def train_two_tower(
                 "schema": trained.schema["hash"],
             }
         )
-        return _fit(trained, tables, data, tc, fingerprint, checkpoint, progress, on_epoch)
+        trained = _fit(trained, tables, data, tc, fingerprint, checkpoint, progress, on_epoch)
+        if len(val) < tc.refit_above * len(split.train) or not trained.history:
+            return trained
+        return _refit(ds, split, cfg, spec, trained, progress)
+
+
+def _refit(
+    ds: Dataset, split: Split, cfg: Config, spec: TowerSpec, early: TrainedModel, progress: bool
+) -> TrainedModel:
+    """Fresh towers trained on every training follow, the held-back ones too, for the number
+    of epochs early stopping chose (its best epoch); no validation is left to read."""
+    tc = cfg.train
+    best_epoch = 1 + int(np.argmax([h["val_recall_at_100"] for h in early.history]))
+    started = time.perf_counter()
+    torch.manual_seed(tc.seed + 1)  # the same towers whether or not the first fit resumed
+    tables = build_features(
+        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
+    )
+    trained = new_model(tables, spec, tc, ds.n_accounts)
+    data = fit_data(split.train, split.train.iloc[:0], ds.n_accounts, tc)
+    consumer_t, producer_t = trained.tensors(tables)
+    world, _ = _world()
+    step_module = _step_module(trained.model, world)
+    optimizer = Optimizer(trained.model, tc, row_updates(tc, world, trained.n_ids["accounts"]))
+    state = TrainState()
+    losses: list[float] = []
+    while state.epoch < best_epoch:
+        losses, _ = _epoch(
+            step_module, optimizer, consumer_t, producer_t, data, tc, state, progress
+        )
+        state.epoch += 1
+    seconds = time.perf_counter() - started
+    trained.model.eval()
+    trained.history = early.history
+    trained.refit = {
+        "epochs": best_epoch,
+        "follows": len(split.train),
+        "last_epoch_loss": float(np.mean(losses)) if losses else None,
+        "seconds": round(seconds, 1),
+    }
+    trained.seconds = early.seconds + seconds
+    trained.examples_per_second = early.examples_per_second
+    log.info("refit on all %d training follows: %s", len(split.train), trained.refit)
+    return trained
 
 
 def validation_holdout(follows: Any, tc: TrainConfig) -> np.ndarray:
@@ -323,12 +368,7 @@ def _fit(
     model = trained.model
     consumer_t, producer_t = trained.tensors(tables)
     world, rank = _world()
-    # Under torchrun every rank holds the whole model; DDP averages gradients over ranks.
-    step_module: torch.nn.Module = _StepLoss(model)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
+    step_module = _step_module(model, world)
     optimizer = Optimizer(model, tc, row_updates(tc, world, trained.n_ids["accounts"]))
     ckpt = Path(checkpoint) if checkpoint else None
     state = _resume(ckpt, fingerprint, model, optimizer)
@@ -383,6 +423,16 @@ def _fit(
     trained.examples_per_second = examples / max(step_seconds, 1e-9)
     model.eval()
     return trained
+
+
+def _step_module(model: TwoTower, world: int) -> torch.nn.Module:
+    """The loss as a module; under torchrun every rank holds the whole model and DDP
+    averages gradients over ranks."""
+    if world == 1:
+        return _StepLoss(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_StepLoss(model), find_unused_parameters=True)
 
 
 def _more_epochs(state: TrainState, tc: TrainConfig) -> bool:

@@ -216,6 +216,38 @@ def test_validation_users_below_one_is_refused_naming_the_setting(tiny, users):
     assert error.value.value == users
 
 
+def test_refit_trains_fresh_towers_on_every_training_follow_for_the_best_epoch_count(tiny):
+    from followrec.training.train import validation_holdout
+
+    ds, split = tiny
+    early = train_two_tower(ds, split, small_config(epochs=4, patience=99, refit_above=1.0),
+                            progress=False)  # fmt: skip
+    cfg = small_config(epochs=4, patience=99, refit_above=0.0)
+    refit = train_two_tower(ds, split, cfg, progress=False)
+    assert early.refit is None
+    best = 1 + int(np.argmax([h["val_recall_at_100"] for h in early.history]))
+    assert refit.refit["epochs"] == best and refit.refit["follows"] == len(split.train)
+    assert refit.history == early.history  # the same early-stopping fit chose the count
+    # The held-back follows trained the refit: their accounts rank higher for their users.
+    held = split.train[validation_holdout(split.train, cfg.train)]
+    users, items = held["follower_id"].to_numpy(), held["followee_id"].to_numpy()
+    tables = full_tables(ds, split)
+
+    def mean_rank(trained):
+        consumer_t, producer_t = trained.tensors(tables)
+        scores = (
+            encode(trained.model.consumer, consumer_t, users)
+            @ encode(trained.model.producer, producer_t).T
+        )
+        own = scores[torch.arange(len(users)), torch.as_tensor(items)]
+        return float((scores > own[:, None]).float().sum(1).mean())
+
+    assert mean_rank(refit) < 0.8 * mean_rank(early)
+    again = train_two_tower(ds, split, cfg, progress=False)
+    for a, b in zip(again.model.state_dict().values(), refit.model.state_dict().values()):
+        assert torch.equal(a, b)  # seeded
+
+
 def test_patience_waits_for_min_steps_under_auto_epochs_but_not_under_a_count(tiny, monkeypatch):
     # A scripted validation curve that rises once and then stays flat: an explicit epoch count
     # stops after patience flat epochs, auto epochs train on to min_steps first.
