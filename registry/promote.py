@@ -194,7 +194,7 @@ def index_checks(
     of the version it was built for)."""
     index, account_ids, manifest = load_version(root, index_version)
     model = json.loads((Path(model_dir) / "model.json").read_text())
-    dimension = model["train_config"]["output_dim"]
+    dimension = model.get("dimension", model["train_config"]["output_dim"])
     probe = np.random.default_rng(0).standard_normal((4, index.d)).astype(np.float32)
     _, found = index.search(probe, min(10, index.ntotal))
     checks = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from followrec.core.atomic import atomic_dir
-from followrec.training.towers import TwoTower
+from followrec.training.towers import TwoTower, TwoTowerEnsemble
 from followrec.training.train import TrainedModel
 
 STATE = "state_dict.pt"
@@ -30,6 +30,8 @@ def save_model_dir(trained: TrainedModel, path: str | Path) -> Path:
             "train_config": trained.train_config,
             "n_ids": trained.n_ids,
             "history": trained.history,
+            "members": trained.members,  # towers per side (see TwoTowerEnsemble)
+            "dimension": trained.dimension,  # width of the embeddings an index holds
         }
         (tmp / META).write_text(json.dumps(meta, indent=2))
     return path
@@ -40,15 +42,19 @@ def load_model_dir(path: str | Path) -> TrainedModel:
     path = Path(path)
     meta = json.loads((path / META).read_text())
     tc = meta["train_config"]
-    model = TwoTower(
-        meta["schema"],
-        meta["n_ids"],
-        tc["embedding_dim"],
-        tuple(tc["hidden"]),
-        tc["output_dim"],
-        tc["temperature"],
-        tc["interaction_head"],
-    )
+    members = [
+        TwoTower(
+            meta["schema"],
+            meta["n_ids"],
+            tc["embedding_dim"],
+            tuple(tc["hidden"]),
+            tc["output_dim"],
+            tc["temperature"],
+            tc["interaction_head"],
+        )
+        for _ in range(meta.get("members", 1))
+    ]
+    model = members[0] if len(members) == 1 else TwoTowerEnsemble(members)
     model.load_state_dict(torch.load(path / STATE, weights_only=True))
     model.eval()
     return TrainedModel(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from followrec.training.data import bag_ids, category_codes, dense_values
-from followrec.training.towers import Tower
+from followrec.training.towers import MemberTowers, Tower
 
 
 def _arrays(module: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -27,16 +27,23 @@ def _missing(value: Any) -> bool:
 
 
 class NumpyTower:
-    """One tower's weights as numpy arrays, with the preprocessing of `tower_tensors`."""
+    """One tower's weights as numpy arrays, with the preprocessing of `tower_tensors` (an
+    ensemble's towers: each member's, concatenated as MemberTowers does)."""
 
     def __init__(
         self,
-        tower: Tower,
+        tower: Tower | MemberTowers,
         features: list[dict[str, Any]],
         dense_stats: dict[str, list[float]],
         bag_limit: int,
         id_rows: dict[str, int],
     ) -> None:
+        self.members: list[NumpyTower] = []
+        if isinstance(tower, MemberTowers):
+            self.members = [
+                NumpyTower(t, features, dense_stats, bag_limit, id_rows) for t in tower.towers
+            ]
+            return
         self.features = features
         self.dense_stats = dense_stats
         self.bag_limit = bag_limit
@@ -81,6 +88,9 @@ class NumpyTower:
 
     def embed(self, row: dict[str, Any]) -> np.ndarray:
         """The unit-length embedding of one row (feature name -> raw value; missing -> 0)."""
+        if self.members:
+            parts = [member.embed(row) for member in self.members]
+            return (np.concatenate(parts) / np.sqrt(len(parts))).astype(np.float32)
         x = np.concatenate([self._part(f, row.get(f["name"])) for f in self.features])
         weight, bias = self.linear
         out = x @ weight + bias

@@ -225,3 +225,43 @@ class TwoTower(nn.Module):
         if self.interaction is None:
             raise RuntimeError("model was built without interaction_head")
         return self.interaction(torch.cat([user, item, user * item], dim=1)).squeeze(1)
+
+
+class MemberTowers(nn.Module):
+    """The same side's towers of several models as one tower: their unit embeddings
+    concatenated and scaled back to unit length, so a dot product of two such embeddings is
+    the mean of the members' cosines (one exact or ANN index serves the ensemble)."""
+
+    def __init__(self, towers: list[Tower]) -> None:
+        super().__init__()
+        self.towers = nn.ModuleList(towers)
+        self.train(towers[0].training)  # encode() restores this mode on the members
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Unit-length embeddings (batch x members * output_dim)."""
+        parts = [tower(batch) for tower in self.towers]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+
+class TwoTowerEnsemble(nn.Module):
+    """Two-tower models trained on the same features, scored as the mean of their
+    cosines (e.g. the early-stopped towers beside the refit ones, see training/train.py)."""
+
+    interaction = None  # a ranking head scores one model's embeddings, not the concatenation
+
+    def __init__(self, members: list[TwoTower]) -> None:
+        super().__init__()
+        if len(members) < 2 or any(m.interaction is not None for m in members):
+            raise ValueError("an ensemble needs two or more members without interaction heads")
+        self.members = nn.ModuleList(members)
+
+    # Built on access, not registered: the members' weights appear once in the state dict.
+    @property
+    def consumer(self) -> MemberTowers:
+        """The members' consumer towers as one."""
+        return MemberTowers([m.consumer for m in self.members])
+
+    @property
+    def producer(self) -> MemberTowers:
+        """The members' producer towers as one."""
+        return MemberTowers([m.producer for m in self.members])

@@ -35,7 +35,7 @@ from followrec.training.objectives import (
     pointwise_logistic,
     sampling_log_q,
 )
-from followrec.training.towers import TwoTower
+from followrec.training.towers import TwoTower, TwoTowerEnsemble
 
 log = logging.getLogger(__name__)
 HISTORY_BAGS = ("follows", "recent_follows")
@@ -54,7 +54,7 @@ PRECISIONS = ("fp32", "bf16")
 class TrainedModel:
     """A trained two-tower model and everything needed to feed it the same features."""
 
-    model: TwoTower
+    model: TwoTower | TwoTowerEnsemble
     schema: dict[str, Any]
     vocabularies: dict[str, list[str]]
     dense_stats: dict[str, dict[str, list[float]]]
@@ -65,6 +65,16 @@ class TrainedModel:
     seconds: float = 0.0  # the whole fit: steps, validation and checkpoints
     examples_per_second: float = 0.0  # training steps only
     refit: dict[str, Any] | None = None  # the fit on every training follow (see _refit)
+
+    @property
+    def members(self) -> int:
+        """Towers per side: 1, or the ensemble's members."""
+        return len(self.model.members) if isinstance(self.model, TwoTowerEnsemble) else 1
+
+    @property
+    def dimension(self) -> int:
+        """Width of the embeddings both sides produce (what an index holds)."""
+        return self.members * int(self.train_config["output_dim"])
 
     def tensors(self, tables: FeatureTables) -> tuple[TowerTensors, TowerTensors]:
         """Consumer and producer tensors for feature tables, with the fitted statistics."""
@@ -229,7 +239,8 @@ def _refit(
     ds: Dataset, split: Split, cfg: Config, spec: TowerSpec, early: TrainedModel, progress: bool
 ) -> TrainedModel:
     """Fresh towers trained on every training follow, the held-back ones too, for the number
-    of epochs early stopping chose (its best epoch); no validation is left to read."""
+    of epochs early stopping chose (its best epoch); no validation is left to read. With
+    train.refit_keeps_early the early-stopped towers stay as a second member (an ensemble)."""
     tc = cfg.train
     best_epoch = 1 + int(np.argmax([h["val_recall_at_100"] for h in early.history]))
     started = time.perf_counter()
@@ -238,6 +249,14 @@ def _refit(
         ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
     )
     trained = new_model(tables, spec, tc, ds.n_accounts)
+    ensemble = (
+        tc.refit_keeps_early
+        and not tc.interaction_head  # a ranking head reads one model's embeddings
+        and trained.schema["hash"] == early.schema["hash"]
+        and trained.vocabularies == early.vocabularies
+    )
+    if ensemble:  # both members read features standardised alike
+        trained.dense_stats = early.dense_stats
     data = fit_data(split.train, split.train.iloc[:0], ds.n_accounts, tc)
     consumer_t, producer_t = trained.tensors(tables)
     world, _ = _world()
@@ -252,10 +271,13 @@ def _refit(
         state.epoch += 1
     seconds = time.perf_counter() - started
     trained.model.eval()
+    if ensemble:  # two models (other weights, other data) for the price of the refit
+        trained.model = TwoTowerEnsemble([trained.model, early.model])
     trained.history = early.history
     trained.refit = {
         "epochs": best_epoch,
         "follows": len(split.train),
+        "members": 2 if ensemble else 1,
         "last_epoch_loss": float(np.mean(losses)) if losses else None,
         "seconds": round(seconds, 1),
     }

@@ -73,7 +73,7 @@ def test_a_new_producer_feature_trains_without_code_changes(tiny, tmp_path):
         **DEFAULT_SPEC,
         "producer": [*DEFAULT_SPEC["producer"], {"name": "verified", "kind": "dense"}],
     }))  # fmt: skip
-    cfg = small_config(max_steps=3, spec=str(spec_file))
+    cfg = small_config(max_steps=3, spec=str(spec_file), refit_above=1.0)  # one model
     trained = train_two_tower(ds2, split, cfg, progress=False)
     assert "verified" in trained.model.producer.projections
     assert trained.schema["producer"][-1]["name"] == "verified"
@@ -222,9 +222,9 @@ def test_refit_trains_fresh_towers_on_every_training_follow_for_the_best_epoch_c
     ds, split = tiny
     early = train_two_tower(ds, split, small_config(epochs=4, patience=99, refit_above=1.0),
                             progress=False)  # fmt: skip
-    cfg = small_config(epochs=4, patience=99, refit_above=0.0)
+    cfg = small_config(epochs=4, patience=99, refit_above=0.0, refit_keeps_early=False)
     refit = train_two_tower(ds, split, cfg, progress=False)
-    assert early.refit is None
+    assert early.refit is None and refit.members == 1
     best = 1 + int(np.argmax([h["val_recall_at_100"] for h in early.history]))
     assert refit.refit["epochs"] == best and refit.refit["follows"] == len(split.train)
     assert refit.history == early.history  # the same early-stopping fit chose the count
@@ -246,6 +246,51 @@ def test_refit_trains_fresh_towers_on_every_training_follow_for_the_best_epoch_c
     again = train_two_tower(ds, split, cfg, progress=False)
     for a, b in zip(again.model.state_dict().values(), refit.model.state_dict().values()):
         assert torch.equal(a, b)  # seeded
+
+
+def test_refit_keeps_the_early_towers_and_scores_with_the_mean_of_both_cosines(tiny, tmp_path):
+    from followrec.training.numpy_tower import NumpyTower
+    from followrec.training.towers import TwoTowerEnsemble
+
+    ds, split = tiny
+    kept = train_two_tower(
+        ds, split, small_config(epochs=2, patience=99, refit_above=0.0), progress=False
+    )
+    early = train_two_tower(
+        ds, split, small_config(epochs=2, patience=99, refit_above=1.0), progress=False
+    )
+    assert isinstance(kept.model, TwoTowerEnsemble) and kept.refit["members"] == 2
+    refit_member, early_member = kept.model.members
+    for a, b in zip(early_member.state_dict().values(), early.model.state_dict().values()):
+        assert torch.equal(a, b)  # the early-stopped towers, as trained
+    tables = full_tables(ds, split)
+    consumer_t, producer_t = kept.tensors(tables)
+    users = np.arange(40)
+    user_emb = encode(kept.model.consumer, consumer_t, users)
+    item_emb = encode(kept.model.producer, producer_t)
+    width = 2 * kept.train_config["output_dim"]
+    assert user_emb.shape[1] == item_emb.shape[1] == kept.dimension == width
+    assert torch.allclose(user_emb.norm(dim=1), torch.ones(len(users)), atol=1e-5)
+    cosines = [
+        encode(m.consumer, consumer_t, users) @ encode(m.producer, producer_t).T
+        for m in kept.model.members
+    ]
+    assert torch.allclose(user_emb @ item_emb.T, (cosines[0] + cosines[1]) / 2, atol=1e-5)
+    assert not torch.allclose(cosines[0], cosines[1], atol=1e-2)  # two different models
+    assert all(not t.training for m in kept.model.members for t in (m.consumer, m.producer))
+    # Saved and loaded, the ensemble gives the same embeddings, in torch and in numpy.
+    loaded = load_model_dir(save_model_dir(kept, tmp_path / "model"))
+    assert loaded.members == 2
+    assert torch.equal(encode(loaded.model.consumer, consumer_t, users), user_emb)
+    row = tables.consumer.iloc[7].to_dict()
+    numpy_tower = NumpyTower(
+        loaded.model.consumer,
+        loaded.schema["consumer"],
+        loaded.dense_stats["consumer"],
+        loaded.train_config["max_history"],
+        loaded.n_ids,
+    )
+    np.testing.assert_allclose(numpy_tower.embed(row), user_emb[7].numpy(), atol=1e-5)
 
 
 def test_patience_waits_for_min_steps_under_auto_epochs_but_not_under_a_count(tiny, monkeypatch):
