@@ -257,6 +257,8 @@ def _refit(
     )
     if ensemble:  # both members read features standardised alike
         trained.dense_stats = early.dense_stats
+    elif tc.refit_keeps_early:
+        log.info("the refit replaces the early towers: an interaction head, or other features")
     data = fit_data(split.train, split.train.iloc[:0], ds.n_accounts, tc)
     consumer_t, producer_t = trained.tensors(tables)
     world, _ = _world()
