@@ -24,6 +24,7 @@ from followrec.core.errors import InputError
 from followrec.core.metrics import mean_recall
 from followrec.core.search import exclusions, search_excluding, sorted_unique
 from followrec.features.contract import Dataset
+from followrec.features.ingest import training_features
 from followrec.features.spec import TowerSpec, build_schema, load_spec
 from followrec.features.split import Split, per_user_holdout
 from followrec.features.transforms import FeatureTables, build_features
@@ -245,9 +246,7 @@ def _refit(
     best_epoch = 1 + int(np.argmax([h["val_recall_at_100"] for h in early.history]))
     started = time.perf_counter()
     torch.manual_seed(tc.seed + 1)  # the same towers whether or not the first fit resumed
-    tables = build_features(
-        ds.accounts, split.train, split.train_engagements, cfg.features, ds.feature_kinds
-    )
+    tables = training_features(ds, split, cfg)
     trained = new_model(tables, spec, tc, ds.n_accounts)
     ensemble = (
         tc.refit_keeps_early
