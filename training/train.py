@@ -98,6 +98,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "train.epochs": cfg.epochs is None or cfg.epochs >= 1,
         "train.learning_rate": cfg.learning_rate > 0,
         "train.temperature": cfg.temperature > 0,
+        "train.logq_weight": cfg.logq_weight >= 0,
         "train.history_dropout": 0 <= cfg.history_dropout < 1,
         "train.item_dropout": 0 <= cfg.item_dropout < 1,
         "train.new_account_dropout": 0 <= cfg.new_account_dropout < 1,
@@ -349,7 +350,7 @@ def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
     neg_weight = (counts.double() + 1.0) ** tc.negative_exponent
     neg_p = (neg_weight / neg_weight.sum()).float()
     log_q = (
-        sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
+        tc.logq_weight * sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
         if tc.logq_correction
         else None
     )

@@ -19,7 +19,7 @@ from followrec.features.synthetic import generate
 from followrec.training.model_io import load_model_dir, save_model_dir
 from followrec.training.retrieval import two_tower_recommendations
 from followrec.training.towers import TwoTower
-from followrec.training.train import encode, train_two_tower
+from followrec.training.train import encode, fit_data, train_two_tower
 
 
 def small_config(**train):
@@ -92,6 +92,21 @@ def test_invalid_training_setting_names_the_field(tiny):
     ds, split = tiny
     with pytest.raises(InputError, match="train.objective"):
         train_two_tower(ds, split, small_config(objective="hinge"), progress=False)
+
+
+def test_logq_weight_scales_the_correction_and_rejects_negative_weights(tiny):
+    ds, split = tiny
+    empty = split.train.iloc[:0]
+
+    def log_q(weight):
+        tc = small_config(logq_weight=weight).train
+        return fit_data(split.train, empty, ds.n_accounts, tc).log_q
+
+    full, half = log_q(1.0), log_q(0.5)
+    assert full.abs().max() > 0
+    assert torch.allclose(half, full / 2)
+    with pytest.raises(InputError, match="train.logq_weight"):
+        train_two_tower(ds, split, small_config(logq_weight=-1.0), progress=False)
 
 
 def test_save_and_load_give_the_same_embeddings(tiny, tmp_path):
