@@ -351,7 +351,7 @@ def fit_data(fit: Any, val: Any, n: int, tc: TrainConfig) -> FitData:
     neg_p = (neg_weight / neg_weight.sum()).float()
     log_q = (
         tc.logq_weight * sampling_log_q(counts, tc.batch_size, tc.mixed_negatives, neg_p)
-        if tc.logq_correction
+        if tc.logq_correction and tc.logq_weight > 0
         else None
     )
     # validation_holdout already chose which users validation reads: every user of `val`.

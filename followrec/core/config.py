@@ -121,8 +121,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     temperature: float = 0.1  # initial value; learned
     logq_correction: bool = True
-    # Scales the logQ term (partial or over-correction). Twitch ENGB / DE Recall@100 against
-    # 1.0: 0 (no correction) -14% / -38%, 0.75 -2% / -3%, 1.25 +1% / +1%, 2.0 0% / -3%.
+    # Scales the logQ term (partial or over-correction; 0 is logq_correction=false). Twitch
+    # ENGB / DE Recall@100 against 1.0: 0 -14% / -38%, 0.75 -1.9% / -3.1%, 1.25 +0.8% /
+    # +0.5%, 2.0 -0.2% / -2.9% (one seed each).
     logq_weight: float = 1.0
     mixed_negatives: int = 0  # extra sampled negatives per batch (Yang et al. 2020)
     pointwise_negatives: int = 4  # random negatives per positive (pointwise objective)

@@ -105,6 +105,7 @@ def test_logq_weight_scales_the_correction_and_rejects_negative_weights(tiny):
     full, half = log_q(1.0), log_q(0.5)
     assert full.abs().max() > 0
     assert torch.allclose(half, full / 2)
+    assert log_q(0.0) is None  # the same as logq_correction=false: no zero bias per step
     with pytest.raises(InputError, match="train.logq_weight"):
         train_two_tower(ds, split, small_config(logq_weight=-1.0), progress=False)
 
